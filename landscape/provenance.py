@@ -1,0 +1,66 @@
+"""Provenance: content hashes and library versions attached to every stored number."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+
+_PACKAGES = ("landscape", "torch", "timm", "numpy", "scipy", "h5py", "matplotlib")
+
+
+def versions() -> dict[str, str]:
+    """Python and key package versions (``"absent"`` when not installed)."""
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_state(state: Mapping[str, torch.Tensor]) -> str:
+    """Hex SHA-256 over sorted keys, dtypes, shapes and raw bytes of a state dict."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def hash_indices(indices: Iterable[int]) -> str:
+    """Hex SHA-256 of a sequence of integer indices (order matters)."""
+    arr = np.asarray(list(indices), dtype=np.int64)
+    return hashlib.sha256(arr.tobytes()).hexdigest()
+
+
+def content_key(spec: Mapping[str, Any], length: int = 16) -> str:
+    """Short stable key of a JSON-serialisable spec (sorted keys): keys results by their inputs."""
+    text = json.dumps(spec, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Timestamp, versions and the caller's fields (checkpoint hash, subset, seed, ...)."""
+    return {
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+        **extra,
+    }
