@@ -1,0 +1,64 @@
+"""IQA training loss: L1 + alpha * pairwise ranking hinge.
+
+``L = mean_i |p_i - y_i| + alpha * mean_{(i,j) valid} relu(margin - sign(y_i - y_j) (p_i - p_j))``
+over unordered pairs i < j. Pairs with equal labels (e.g. crops of one image) are
+masked; the hinge is normalised by the number of valid pairs (0 when there are none,
+e.g. batch size 1). Scores are on the normalised [0, 1] scale. The ranking term
+depends on batch composition, so alpha and margin are recorded with every run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import LandscapeError
+
+
+def ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """Mean hinge over pairs with different labels; 0-d zero if no valid pair."""
+    pred, target = pred.reshape(-1), target.reshape(-1).to(pred.dtype)
+    dp = pred[:, None] - pred[None, :]
+    sign = torch.sign(target[:, None] - target[None, :])
+    upper = torch.triu(torch.ones_like(dp, dtype=torch.bool), diagonal=1)
+    valid = upper & (sign != 0)
+    hinge = torch.relu(margin - sign * dp) * valid
+    return hinge.sum() / valid.sum().clamp(min=1)
+
+
+@dataclass(frozen=True)
+class IQALossConfig:
+    ranking_alpha: float = 0.5
+    ranking_margin: float = 0.0
+
+
+class IQALoss(nn.Module):
+    """``criterion(outputs, targets)`` for IQA regression (see module docstring)."""
+
+    def __init__(self, ranking_alpha: float = 0.5, ranking_margin: float = 0.0):
+        super().__init__()
+        self.ranking_alpha = float(ranking_alpha)
+        self.ranking_margin = float(ranking_margin)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred, target = pred.reshape(-1), target.reshape(-1).to(pred.dtype)
+        loss = torch.mean(torch.abs(pred - target))
+        if self.ranking_alpha:
+            loss = loss + self.ranking_alpha * ranking_loss(pred, target, self.ranking_margin)
+        return loss
+
+    def describe(self) -> dict:
+        return {"name": "l1+ranking", "ranking_alpha": self.ranking_alpha,
+                "ranking_margin": self.ranking_margin}
+
+
+def make_criterion(name: str = "train", *, ranking_alpha: float = 0.5, ranking_margin: float = 0.0) -> nn.Module:
+    """``train`` (L1 + ranking, as trained), ``l1`` or ``mse``."""
+    if name == "train":
+        return IQALoss(ranking_alpha, ranking_margin)
+    if name == "l1":
+        return IQALoss(0.0, 0.0)
+    if name == "mse":
+        return nn.MSELoss()
+    raise LandscapeError(f"unknown loss '{name}' (valid: train, l1, mse)")

@@ -1,0 +1,133 @@
+"""Swin-Transformer IQA regressor: timm Swin backbone + MLP regression head.
+
+``f(x) = head(pool(backbone(x)))``, one scalar per image (shape ``[B]``), predicting
+the quality score normalised to [0, 1] by the dataset's score range.
+
+Presets (``img_size`` px input): ``tiny``/``small``/``base`` are the real
+``swin_{tiny,small,base}_patch4_window7_224`` architectures; ``micro`` is a
+CPU-test size (64 px, patch 4, window 4, embed dim 32, depths (2, 2), heads (2, 4),
+about 136k backbone parameters), built from the same timm family so that its
+pretrained-weight path is the real one.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, LandscapeError
+
+_ARCH_KEYS = ("img_size", "patch_size", "window_size", "embed_dim", "depths", "num_heads")
+
+
+@dataclass(frozen=True)
+class SwinIQAConfig:
+    """Everything needed to rebuild the model (serialisable with ``to_dict``)."""
+
+    preset: str
+    timm_name: str
+    img_size: int = 224
+    patch_size: int = 4
+    window_size: int = 7
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    drop_path_rate: float = 0.1
+    dropout: float = 0.0
+    head_hidden: int = 256
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["depths"], d["num_heads"] = list(self.depths), list(self.num_heads)
+        d["family"] = "swin_iqa"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SwinIQAConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known - {"family"})
+        if unknown:
+            raise CheckpointError(f"model config has unknown keys: {', '.join(unknown)}")
+        d = {k: v for k, v in d.items() if k in known}
+        d["depths"], d["num_heads"] = tuple(d["depths"]), tuple(d["num_heads"])
+        return cls(**d)
+
+
+PRESETS: dict[str, SwinIQAConfig] = {
+    "micro": SwinIQAConfig("micro", "swin_tiny_patch4_window7_224", img_size=64, window_size=4,
+                           embed_dim=32, depths=(2, 2), num_heads=(2, 4), drop_path_rate=0.0,
+                           head_hidden=64),
+    "tiny": SwinIQAConfig("tiny", "swin_tiny_patch4_window7_224", depths=(2, 2, 6, 2), drop_path_rate=0.2),
+    "small": SwinIQAConfig("small", "swin_small_patch4_window7_224", depths=(2, 2, 18, 2), drop_path_rate=0.3),
+    "base": SwinIQAConfig("base", "swin_base_patch4_window7_224", embed_dim=128, depths=(2, 2, 18, 2),
+                          num_heads=(4, 8, 16, 32), drop_path_rate=0.3),
+}
+
+
+def model_config(preset: str, *, drop_path_rate: float | None = None, dropout: float | None = None,
+                 img_size: int | None = None) -> SwinIQAConfig:
+    """Preset config with optional overrides; unknown preset is an error listing the valid ones."""
+    if preset not in PRESETS:
+        raise LandscapeError(f"unknown model preset '{preset}' (valid: {', '.join(PRESETS)})")
+    base = PRESETS[preset].to_dict()
+    base.pop("family")
+    if drop_path_rate is not None:
+        base["drop_path_rate"] = float(drop_path_rate)
+    if dropout is not None:
+        base["dropout"] = float(dropout)
+    if img_size is not None:
+        base["img_size"] = int(img_size)
+    return SwinIQAConfig.from_dict(base)
+
+
+class SwinIQA(nn.Module):
+    """Swin backbone (pooled features) -> Dropout -> Linear -> GELU -> Dropout -> Linear(1)."""
+
+    def __init__(self, config: SwinIQAConfig, backbone: nn.Module):
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        width = backbone.num_features
+        self.head = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(width, config.head_hidden), nn.GELU(),
+            nn.Dropout(config.dropout), nn.Linear(config.head_hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x)).squeeze(-1)
+
+
+def _backbone_kwargs(config: SwinIQAConfig) -> dict[str, Any]:
+    kwargs = {k: getattr(config, k) for k in _ARCH_KEYS}
+    return dict(kwargs, num_classes=0, drop_path_rate=config.drop_path_rate, **config.extra)
+
+
+def create_model(config: SwinIQAConfig, *, pretrained: str | Path | None = None) -> SwinIQA:
+    """Build the model. ``pretrained``: None (random init), a local weights file loaded
+    through timm's checkpoint filter (remaps keys, resizes relative-position tables,
+    drops a mismatched head), or ``"hub"`` to download by name (needs network).
+    Weights that cannot be loaded raise :class:`CheckpointError`, never a silent random init.
+    """
+    kwargs = _backbone_kwargs(config)
+    if pretrained is None:
+        backbone = timm.create_model(config.timm_name, pretrained=False, **kwargs)
+    else:
+        overlay = {}
+        if str(pretrained) != "hub":
+            path = Path(pretrained)
+            if not path.is_file():
+                raise CheckpointError(f"{path}: pretrained weights file not found")
+            overlay = {"file": str(path)}
+        try:
+            backbone = timm.create_model(config.timm_name, pretrained=True,
+                                         pretrained_cfg_overlay=overlay, **kwargs)
+        except Exception as e:  # timm raises many types (RuntimeError, OSError, HF errors)
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{pretrained}: cannot load pretrained weights for "
+                                  f"{config.timm_name} ({msg[:300]})") from None
+    return SwinIQA(config, backbone)
