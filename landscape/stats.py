@@ -477,8 +477,12 @@ def seed_spread_test(groups: Mapping[Hashable, Sequence[float]], *, name: str = 
         except ValueError:  # all values identical
             kh, kp = nan, nan
     F, p = float(an.statistic), float(an.pvalue)
-    if within == 0.0:  # no seed noise at all: any difference in means is real
-        F, p = (math.inf, 0.0) if between > 0 else (nan, 1.0)
+    if all(np.ptp(a) == 0 for a in arrays):  # no seed noise at all: any difference is real
+        within = 0.0
+        if np.ptp(np.concatenate(arrays)) == 0:
+            between, F, p = 0.0, nan, 1.0
+        else:
+            F, p = math.inf, 0.0
     ratio = between / within if within > 0 else (math.inf if between > 0 else nan)
     exceeds = bool(p < alpha)
     detail = (f"one-way ANOVA F = {F:.3g}, p = {p:.3g}; Kruskal-Wallis p = {kp:.3g}; "

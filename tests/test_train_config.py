@@ -1,0 +1,40 @@
+import math
+
+import pytest
+
+from landscape.errors import LandscapeError
+from landscape.train.config import load_config_file, resolve_config
+from landscape.train.lr_rules import all_rules, scaled_lr
+
+
+def test_lr_rules():
+    assert scaled_lr(5e-6, 48, 32, "sqrt") == pytest.approx(6.1237e-6, rel=1e-4)
+    assert scaled_lr(1e-3, 64, 32, "linear") == pytest.approx(2e-3)
+    assert scaled_lr(1e-3, 64, 32, "none") == 1e-3
+    assert all_rules(1.0, 8, 32) == {"none": 1.0, "linear": 0.25, "sqrt": math.sqrt(0.25)}
+    with pytest.raises(LandscapeError, match="cubic"):
+        scaled_lr(1e-3, 8, 32, "cubic")
+
+
+def test_config_file_yaml_and_toml_with_cli_override(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("dataset: synthetic:/d\nbatch-sizes: [8, 16]\nseeds: 3\nlr: 1\n")
+    t = tmp_path / "c.toml"
+    t.write_text('dataset = "synthetic:/d"\nbatch_sizes = [8, 16]\nseeds = [3]\nlr = 1\n')
+    for path in (y, t):
+        cfg = resolve_config(load_config_file(path), {"lr": 0.5, "epochs": None})
+        assert cfg.batch_sizes == [8, 16] and cfg.seeds == [3] and cfg.lr == 0.5 and cfg.epochs == 10
+
+
+def test_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: synthetic:/d\nlearning_rate: 1\n")
+    with pytest.raises(LandscapeError, match="unknown key 'learning_rate'"):
+        load_config_file(bad)
+    bad.write_text("dataset: synthetic:/d\nepochs: ten\n")
+    with pytest.raises(LandscapeError, match="epochs"):
+        load_config_file(bad)
+    with pytest.raises(LandscapeError, match="not divisible"):
+        resolve_config({}, {"dataset": "synthetic:/d", "batch_sizes": [10], "accumulate": 3})
+    with pytest.raises(LandscapeError, match="lr_scaling"):
+        resolve_config({}, {"dataset": "synthetic:/d", "lr_scaling": ["cubic"]})
