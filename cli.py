@@ -77,9 +77,71 @@ def plan_cmd() -> None:
 
 
 @app.command("train")
-def train_cmd() -> None:
-    """Train a batch-size x seed sweep of the Swin IQA model."""
-    _not_yet("train")
+def train_cmd(
+    dataset: Optional[str] = typer.Option(None, help="FORMAT:ROOT, e.g. synthetic:data/synthetic or koniq10k:/data/koniq."),
+    model: Optional[str] = typer.Option(None, help="Model preset: micro, tiny, small, base. [micro]"),
+    batch_sizes: Optional[str] = typer.Option(None, help="Effective batch sizes, comma-separated. [32]"),
+    seeds: Optional[str] = typer.Option(None, help="Seeds, comma-separated. [0]"),
+    out: Path = typer.Option(Path("checkpoints/sweep"), help="Sweep output folder."),
+    config: Optional[Path] = typer.Option(None, help="YAML/TOML file with the same keys; options given here override it."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs. [10]"),
+    patience: Optional[int] = typer.Option(None, help="Early stop after N epochs without val-SRCC gain; 0 = off. [5]"),
+    train_patches: Optional[int] = typer.Option(None, help="Random crops per training image per epoch. [4]"),
+    test_patches: Optional[int] = typer.Option(None, help="Crops per evaluation image (prediction = mean). [4]"),
+    test_random_crop: Optional[bool] = typer.Option(None, "--test-random-crop/--test-grid-crop", help="Seeded random test crops instead of a fixed grid. [grid]"),
+    ranking_alpha: Optional[float] = typer.Option(None, help="Weight of the pairwise ranking hinge. [0.5]"),
+    ranking_margin: Optional[float] = typer.Option(None, help="Margin of the ranking hinge (normalised scores). [0.0]"),
+    lr: Optional[float] = typer.Option(None, help="Learning rate at --reference-batch. [1e-4]"),
+    lr_scaling: Optional[str] = typer.Option(None, help="none, linear or sqrt (comma-separated to sweep rules). [sqrt]"),
+    reference_batch: Optional[int] = typer.Option(None, help="Batch size at which --lr applies. [32]"),
+    accumulate: Optional[int] = typer.Option(None, help="Micro-batches per step: micro-batch = batch / K. [1]"),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay. [0.05]"),
+    drop_path: Optional[float] = typer.Option(None, help="Stochastic depth rate. [preset default]"),
+    dropout: Optional[float] = typer.Option(None, help="Dropout in the regression head. [0.0]"),
+    scheduler: Optional[str] = typer.Option(None, help="cosine, step or none. [cosine]"),
+    warmup_epochs: Optional[int] = typer.Option(None, help="Linear warmup epochs. [0]"),
+    cross_test: Optional[List[str]] = typer.Option(None, help="Extra test set FORMAT:ROOT for the cross-dataset drop (repeatable)."),
+    score_column: Optional[str] = typer.Option(None, help="Score column (KonIQ: MOS or MOS_zscore)."),
+    pretrained: Optional[str] = typer.Option(None, help="Backbone weights: a local file, or 'hub' to download."),
+    train_eval_images: Optional[int] = typer.Option(None, help="Training images measured with the test protocol (train SRCC). [256]"),
+    save_every: Optional[int] = typer.Option(None, help="Keep a checkpoint every N epochs (trajectory plots); 0 = off. [0]"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:1. [auto]"),
+    workers: Optional[int] = typer.Option(None, help="Data-loading worker processes. [0]"),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on GPU. [off]"),
+    skip_bad_images: Optional[bool] = typer.Option(None, "--skip-bad-images", help="Count and skip unreadable images instead of failing."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue interrupted runs from their last epoch."),
+    force: bool = typer.Option(False, "--force", help="Replace an output folder that holds another sweep."),
+    only: Optional[str] = typer.Option(None, help="Train only these sweep indices (comma-separated), e.g. for job arrays."),
+    list_runs: bool = typer.Option(False, "--list", help="Print the sweep's runs with their indices and exit."),
+) -> None:
+    """Train a batch-size x LR-rule x seed sweep of the Swin IQA model."""
+    from landscape import distributed
+    from landscape.train.config import load_config_file, resolve_config
+    from landscape.train.sweep import expand_sweep, run_sweep
+
+    cli_values = {
+        "dataset": dataset, "model": model, "epochs": epochs, "patience": patience,
+        "batch_sizes": _csv_ints(batch_sizes, "--batch-sizes") if batch_sizes else None,
+        "seeds": _csv_ints(seeds, "--seeds") if seeds else None,
+        "lr_scaling": _csv_strs(lr_scaling) if lr_scaling else None,
+        "train_patches": train_patches, "test_patches": test_patches, "test_random_crop": test_random_crop,
+        "ranking_alpha": ranking_alpha, "ranking_margin": ranking_margin, "lr": lr,
+        "reference_batch": reference_batch, "accumulate": accumulate, "weight_decay": weight_decay,
+        "drop_path": drop_path, "dropout": dropout, "scheduler": scheduler, "warmup_epochs": warmup_epochs,
+        "cross_test": list(cross_test) if cross_test else None, "score_column": score_column,
+        "pretrained": pretrained, "train_eval_images": train_eval_images, "save_every": save_every,
+        "device": device, "workers": workers, "amp": amp, "skip_bad_images": skip_bad_images,
+    }
+    cfg = resolve_config(load_config_file(config) if config else {}, cli_values)
+    if list_runs:
+        for i, spec in enumerate(expand_sweep(cfg)):
+            typer.echo(f"{i}\t{spec.name}")
+        return
+    distributed.init_from_env(cfg.device)
+    results = run_sweep(cfg, out, force=force, resume=resume,
+                        only=_csv_ints(only, "--only") if only else None, echo=typer.echo)
+    if any(r.status != "finished" for r in results):
+        raise typer.Exit(1)
 
 
 @app.command("report")

@@ -1,0 +1,143 @@
+"""Sweeps: batch sizes x LR rules x seeds, one run folder each, plus ``sweep.json``.
+
+``sweep.json`` is a static manifest (the sweep config and the ordered run list);
+run status lives in each run's ``final.json``, so job-array members (``--only``)
+never race on a shared file. An output folder that holds another sweep, or any
+other content, is refused unless ``force`` is given (which clears it first).
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import distributed as dist
+from ..errors import LandscapeError
+from ..provenance import provenance
+from ..store import read_json, write_json
+from .config import TrainConfig
+from .run import RunResult, RunSpec, train_run
+
+MANIFEST = "sweep.json"
+KIND = "landscape-sweep"
+
+
+def expand_sweep(cfg: TrainConfig) -> list[RunSpec]:
+    """Runs in a fixed order: batch size, then LR rule, then seed."""
+    return [RunSpec(b, s, r, cfg.accumulate) for b in cfg.batch_sizes for r in cfg.lr_scaling for s in cfg.seeds]
+
+
+def _identity(cfg: TrainConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    for key in ("device", "workers"):
+        d.pop(key)
+    return d
+
+
+def prepare_output(cfg: TrainConfig, out: Path, force: bool = False) -> None:
+    """Create ``out`` with its manifest, or check that it holds this very sweep."""
+    out = Path(out)
+    manifest = out / MANIFEST
+    if manifest.exists():
+        old = read_json(manifest)
+        if old.get("kind") != KIND:
+            raise LandscapeError(f"{manifest}: not a landscape sweep manifest")
+        if old.get("config") != _identity(cfg):
+            if not force:
+                changed = sorted(k for k in set(old.get("config", {})) | set(_identity(cfg))
+                                 if old.get("config", {}).get(k) != _identity(cfg).get(k))
+                raise LandscapeError(f"{out}: holds a different sweep (differs in: {', '.join(changed)}); "
+                                     f"use another --out or --force to replace it")
+            if dist.is_main():
+                shutil.rmtree(out)
+    elif out.exists() and any(out.iterdir()):
+        if not force:
+            raise LandscapeError(f"{out}: folder is not empty and holds no sweep; use another --out or --force")
+        if dist.is_main():
+            shutil.rmtree(out)
+    dist.barrier()
+    if dist.is_main() and not manifest.exists():
+        runs = [{"index": i, "name": s.name, "batch_size": s.batch_size, "seed": s.seed,
+                 "lr_rule": s.lr_rule, "accumulate": s.accumulate} for i, s in enumerate(expand_sweep(cfg))]
+        write_json(manifest, {"kind": KIND, "config": _identity(cfg), "runs": runs,
+                              "provenance": provenance()})
+    dist.barrier()
+
+
+@dataclass
+class _Bar:
+    """A one-line progress display per run on stderr (tqdm when available)."""
+
+    name: str
+    total_epochs: int
+
+    def __post_init__(self):
+        from tqdm import tqdm
+        self.bar = tqdm(total=self.total_epochs, desc=self.name, unit="epoch", file=sys.stderr,
+                        dynamic_ncols=True, leave=False, disable=not dist.is_main())
+
+    def __call__(self, info: dict) -> None:
+        post = {"loss": f"{info['loss']:.4f}", "samples/s": f"{info['samples_per_s']:.0f}"}
+        if info.get("done"):
+            post["val_srcc"] = f"{info['val_srcc']:.3f}"
+            self.bar.update(1)
+        else:
+            post["step"] = f"{info['step']}/{info['steps']}"
+        self.bar.set_postfix(post, refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_sweep(cfg: TrainConfig, out: Path, *, force: bool = False, only: list[int] | None = None,
+              resume: bool = True, progress: bool = True, echo=print) -> list[RunResult]:
+    """Train every run (or the ``only`` indices); finished runs are skipped, failures reported."""
+    from . import pipeline
+
+    specs = expand_sweep(cfg)
+    if only is not None:
+        bad = [i for i in only if not 0 <= i < len(specs)]
+        if bad:
+            raise LandscapeError(f"--only {bad[0]}: the sweep has runs 0..{len(specs) - 1} (see --list)")
+    max_batch = max(cfg.batch_sizes)
+    data = pipeline.load_run_data(cfg)
+    if max_batch > data.n_train_patches:
+        raise LandscapeError(f"batch size {max_batch} exceeds the {data.n_train_patches} training patches per "
+                             f"epoch ({len(data.train)} images x {cfg.train_patches} patches)")
+    prepare_output(cfg, out, force)
+    results = []
+    for i, spec in enumerate(specs):
+        if only is not None and i not in only:
+            continue
+        bar = _Bar(spec.name, cfg.epochs) if progress else None
+        try:
+            res = train_run(cfg, spec, Path(out) / spec.name, resume=resume, progress=bar, data=data)
+        finally:
+            if bar:
+                bar.close()
+        results.append(res)
+        if dist.is_main():
+            m = res.metrics
+            if res.status == "finished" and m:
+                echo(f"[{i + 1}/{len(specs)}] {spec.name}: {res.status} (epoch {m['selected_epoch']} of "
+                     f"{m['epochs_run']}) val SRCC {m['val_srcc']:.4f} test SRCC {m['test_srcc']:.4f} "
+                     f"gap {m['srcc_gap']:+.4f} {m['samples_per_s']:.0f} samples/s"
+                     + (f" [{res.message}]" if res.message else ""))
+            else:
+                echo(f"[{i + 1}/{len(specs)}] {spec.name}: {res.status.upper()}: {res.message}")
+    failed = [r.name for r in results if r.status != "finished"]
+    if failed and dist.is_main():
+        echo(f"{len(failed)} run(s) did not finish: {', '.join(failed)}")
+    return results
+
+
+def sweep_runs(path: Path) -> list[Path]:
+    """Run folders of a sweep folder (manifest order), or ``[path]`` for a single run folder."""
+    path = Path(path)
+    if (path / MANIFEST).exists():
+        return [path / r["name"] for r in read_json(path / MANIFEST)["runs"]]
+    if (path / "config.json").exists():
+        return [path]
+    raise LandscapeError(f"{path}: neither a sweep folder (no {MANIFEST}) nor a run folder (no config.json)")
