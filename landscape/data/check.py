@@ -1,0 +1,103 @@
+"""Dataset validation: ``check_dataset`` loads the annotation and decodes every image.
+
+The report lists images per split, the observed and declared score ranges, missing
+and unreadable files; ``str(report)`` is the summary ``landscape data check`` prints.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DataError
+from .records import SPLITS, load_dataset
+
+MAX_LISTED = 10
+
+
+@dataclass
+class DataCheckReport:
+    """Result of :func:`check_dataset`. ``ok`` is True when no file is missing or unreadable."""
+
+    format: str
+    root: str
+    annotation: str
+    score_column: str
+    declared_range: tuple[float, float]
+    range_source: str
+    split_rule: str
+    split_counts: dict[str, int]
+    score_min: float
+    score_max: float
+    score_mean: float
+    score_std: float
+    n_images: int
+    missing: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    excluded: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.unreadable
+
+    def __str__(self) -> str:
+        lo, hi = self.declared_range
+        row = "{:<11}{}".format
+        lines = [
+            row("dataset", f"{self.format}:{self.root}"),
+            row("labels", f"{self.annotation} (column '{self.score_column}')"),
+            row("images", f"{self.n_images}: " + ", ".join(f"{s} {self.split_counts.get(s, 0)}" for s in SPLITS)),
+            row("split", self.split_rule),
+            row("scores", f"min {self.score_min:.4g}, max {self.score_max:.4g}, mean {self.score_mean:.4g}, "
+                          f"std {self.score_std:.4g}; range [{lo:g}, {hi:g}] ({self.range_source})"),
+        ]
+        if self.excluded:
+            lines.append(row("excluded", f"{self.excluded} rows without a split value"))
+        for name, items in (("missing", self.missing), ("unreadable", self.unreadable)):
+            lines.append(row(name, len(items)))
+            lines += [f"  {p}" for p in items[:MAX_LISTED]]
+            if len(items) > MAX_LISTED:
+                lines.append(f"  ... and {len(items) - MAX_LISTED} more")
+        lines.append(row("status", "OK" if self.ok else "PROBLEMS FOUND"))
+        return "\n".join(lines)
+
+
+def _readable(path: str) -> str | None:
+    """None if the image decodes fully (JPEGs at reduced DCT scale, for speed), else the reason."""
+    try:
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+            im.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def check_dataset(format: str, root: str | Path, *, decode: bool = True, **load_kwargs) -> DataCheckReport:
+    """Load ``format:root`` (same keyword arguments as :func:`load_dataset`) and check every
+    image: missing files, and with ``decode`` files that Pillow cannot decode.
+
+    Annotation problems (missing columns, scores out of range) still raise :class:`DataError`.
+    """
+    load_kwargs["check_files"] = False
+    ds = load_dataset(format, root, **load_kwargs)
+    missing, unreadable = [], []
+    for rec in ds.records:
+        if not Path(rec.path).is_file():
+            missing.append(rec.path)
+        elif decode and (why := _readable(rec.path)) is not None:
+            unreadable.append(f"{rec.path} ({why})")
+    scores = np.array([r.score for r in ds.records], dtype=np.float64)
+    if not len(scores):
+        raise DataError(f"{ds.annotation}: no images listed")
+    return DataCheckReport(
+        format=ds.format, root=ds.root, annotation=ds.annotation, score_column=ds.score_column,
+        declared_range=ds.score_range, range_source=ds.range_source, split_rule=ds.split_rule,
+        split_counts=ds.split_sizes(), score_min=float(scores.min()), score_max=float(scores.max()),
+        score_mean=float(scores.mean()), score_std=float(scores.std()) if math.isfinite(scores.std()) else 0.0,
+        n_images=len(ds.records), missing=missing, unreadable=unreadable, excluded=ds.excluded,
+    )
