@@ -259,8 +259,11 @@ def granulated_kendall(table: Sequence[Mapping[str, Any]] | Mapping[str, Sequenc
     with >= 2 rows (configurations that differ only in axis i) the Kendall tau between
     ``measure_col`` and ``gap_col`` is computed; ``psi_i`` is the unweighted mean of the
     group taus (the average over the other axes' settings), and ``Psi`` the mean of the
-    defined ``psi_i``. Rows must be unique configurations over ``axes`` (average seeds
-    first, or list ``seed`` as an axis); rows with a non-finite measure or gap are dropped.
+    defined ``psi_i``. On a complete grid this is exactly Jiang et al.'s
+    ``psi_i = (1/m_-i) sum_{theta_-i} tau(...)``; on an incomplete grid, groups with a
+    single row (no pair differing only in axis i) are left out of the mean. Rows must be
+    unique configurations over ``axes`` (average seeds first, or list ``seed`` as an
+    axis); rows with a non-finite measure or gap are dropped and counted.
     """
     if variant not in ("a", "b"):
         raise LandscapeError(f"variant={variant!r}: must be 'a' or 'b'")
@@ -440,7 +443,7 @@ def seed_spread_test(groups: Mapping[Hashable, Sequence[float]], *, name: str = 
     """Test whether per-configuration values (one per seed) differ beyond seed noise.
 
     ``groups``: configuration -> values over seeds. Non-finite values are dropped and
-    counted. Needs >= ``MIN_SPREAD_CONFIGS`` configurations each with >= ``MIN_SEEDS``
+    counted; ``n_seeds`` is keyed by ``str(config)``. Needs >= ``MIN_SPREAD_CONFIGS`` configurations each with >= ``MIN_SEEDS``
     values, otherwise the verdict says so and the statistics are NaN. The decision is
     the one-way ANOVA at level ``alpha``; Kruskal-Wallis and the spread ratio are
     reported beside it.
