@@ -1,0 +1,88 @@
+"""Load a trained run (or a checkpoint file) as analyzer input: model, criterion, fixed batches.
+
+The analysis data of a subset is ``samples`` images drawn by a seeded permutation of
+that split, one deterministic centre crop per image (sample = image, so SRCC over
+samples is per-image SRCC), no augmentation, targets normalised to [0, 1] exactly
+as in training. The criterion is the run's training loss (L1 + ranking with the
+run's alpha and margin) unless ``loss`` names another.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .batches import Batch
+from .checkpoint import Checkpoint, build_model, load_checkpoint
+from .errors import LandscapeError
+from .losses import make_criterion
+from .params import check_finite_parameters
+from .provenance import hash_indices
+from .store import read_json
+
+ANALYSIS_FILE = "analysis.h5"
+
+
+@dataclass
+class AnalysisInput:
+    run_dir: Path
+    checkpoint: Checkpoint
+    model: nn.Module
+    criterion: nn.Module
+    batches: dict[str, list[Batch]]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def analysis_path(self) -> Path:
+        return self.run_dir / ANALYSIS_FILE
+
+
+def resolve_checkpoint(path: str | Path, which: str = "best") -> tuple[Path, Path]:
+    """``(run_dir, checkpoint_file)`` for a run folder (``best``/``last``/``epoch_NNN``) or a file."""
+    path = Path(path)
+    if path.is_file():
+        return path.parent, path
+    if not path.is_dir():
+        raise LandscapeError(f"{path}: no such run folder or checkpoint file")
+    ckpt = path / f"{which}.pt"
+    if not ckpt.is_file():
+        raise LandscapeError(f"{path}: run has no '{which}.pt' checkpoint (not trained yet?)")
+    return path, ckpt
+
+
+def load_analysis_input(path: str | Path, *, subsets: tuple[str, ...] = ("train",), samples: int = 256,
+                        batch_size: int = 64, seed: int = 0, which: str = "best", device: str = "auto",
+                        loss: str = "train", dataset: str | None = None) -> AnalysisInput:
+    """Everything an analyzer needs for one checkpoint, with provenance."""
+    from .train import pipeline
+    from .train.run import resolve_device
+
+    if samples < 1 or batch_size < 1:
+        raise LandscapeError(f"--samples and --batch-size must be >= 1 (got {samples}, {batch_size})")
+    run_dir, ckpt_path = resolve_checkpoint(path, which)
+    ckpt = load_checkpoint(ckpt_path)
+    config = ckpt.meta.get("config") or (read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {})
+    spec = dataset or config.get("dataset")
+    if not spec:
+        raise LandscapeError(f"{ckpt_path}: checkpoint does not name its dataset; pass --dataset FORMAT:ROOT")
+    dev = resolve_device(device)
+    model = build_model(ckpt).to(dev)
+    check_finite_parameters(model, str(ckpt_path))
+    criterion = make_criterion(loss, ranking_alpha=config.get("ranking_alpha", 0.5),
+                               ranking_margin=config.get("ranking_margin", 0.0))
+    data = pipeline.load_dataset_for(spec, score_column=config.get("score_column"),
+                                     split_seed=config.get("split_seed", 0))
+    batches, prov_subsets = {}, {}
+    for subset in subsets:
+        b, indices = pipeline.analysis_batches(data, subset, samples, batch_size, ckpt.model_config["img_size"], seed)
+        batches[subset] = [(x.to(dev), y.to(dev)) for x, y in b]
+        prov_subsets[subset] = {"n": len(indices), "indices_sha256": hash_indices(indices)}
+    prov = {"checkpoint": str(ckpt_path), "checkpoint_hash": ckpt.content_hash, "run": run_dir.name,
+            "dataset": spec, "subsets": prov_subsets, "seed": seed, "batch_size": batch_size,
+            "loss": getattr(criterion, "describe", lambda: {"name": loss})(), "model_mode": "eval",
+            "batchnorm": "running statistics (eval mode); Swin uses LayerNorm only",
+            "device": str(dev), "crop": "one centre crop per image"}
+    return AnalysisInput(run_dir, ckpt, model, criterion, batches, prov)

@@ -1,0 +1,121 @@
+"""The trainer's data pipeline over :mod:`landscape.data`: patch streams, evaluation sets, targets.
+
+Targets are normalised scores ``t = (s - lo) / (hi - lo)`` with ``(lo, hi)`` the dataset's
+declared score range, so losses and curvature are comparable across datasets; SRCC,
+PLCC and KRCC are invariant to this map. Evaluation uses the test protocol (mean over
+``test_patches`` crops, seed 0) on val, test, a fixed training subset (``train``:
+``train_eval_images`` images drawn with seed 0, the same for every run) and each
+cross-test set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .. import distributed as dist
+from ..data import (IQADataset, ImageRecord, TrainPatchConfig, TrainPatches, analysis_batches as _crops,
+                    load_dataset, parse_dataset_spec, predict_images, train_loader)
+from ..errors import LandscapeError
+from ..models import model_config
+from .config import TrainConfig
+
+CACHE_MB = 2048.0   # RAM budget for decoded training images (per process)
+
+
+@dataclass
+class EvalSet:
+    records: list[ImageRecord]
+    resize_short: int | None
+
+
+def load_dataset_for(spec: str, *, score_column: str | None = None, split_seed: int = 0,
+                     skip_bad: bool = False) -> IQADataset:
+    fmt, root = parse_dataset_spec(spec)
+    return load_dataset(fmt, root, score_column=score_column, split_seed=split_seed)
+
+
+def normalise(scores: torch.Tensor, score_range: tuple[float, float]) -> torch.Tensor:
+    lo, hi = score_range
+    if hi <= lo:
+        raise LandscapeError(f"degenerate score range {score_range}")
+    return (scores - lo) / (hi - lo)
+
+
+@dataclass
+class RunData:
+    cfg: TrainConfig
+    dataset: IQADataset
+    train: list[ImageRecord]
+    eval_sets: dict[str, EvalSet]
+    cross_names: list[str]
+    identity: dict
+    patch_size: int
+    _streams: dict = field(default_factory=dict)
+
+    @property
+    def n_train_patches(self) -> int:
+        return len(self.train) * self.cfg.train_patches
+
+    def stream(self, per_rank_batch: int, seed: int, world: int, rank: int):
+        key = (per_rank_batch, seed, world, rank)
+        if key not in self._streams:
+            records = self.train[rank::world]
+            tp = TrainPatches(records, TrainPatchConfig(
+                patch_size=self.patch_size, train_patch_num=self.cfg.train_patches, batch_size=per_rank_batch,
+                seed=seed, resize_short=self.dataset.resize_short, cache_mb=CACHE_MB,
+                skip_bad=self.cfg.skip_bad_images))
+            self._streams = {key: (tp, train_loader(tp, self.cfg.workers))}  # one live stream at a time
+        return self._streams[key]
+
+    def train_batches(self, spec, epoch: int, world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised ``(patches, targets)`` of this rank for ``epoch`` (deterministic in seed, epoch)."""
+        tp, loader = self.stream(spec.batch_size // world, spec.seed, world, dist.rank())
+        tp.set_epoch(epoch)
+        for batch in loader:
+            yield batch.inputs, normalise(batch.targets, self.dataset.score_range)
+
+
+def load_run_data(cfg: TrainConfig) -> RunData:
+    """Load the dataset, the fixed train-eval subset and the cross-test sets of a config."""
+    ds = load_dataset_for(cfg.dataset, score_column=cfg.score_column, split_seed=cfg.split_seed)
+    train = ds.split("train")
+    for split in ("train", "val", "test"):
+        if not ds.split(split):
+            raise LandscapeError(f"{cfg.dataset}: the '{split}' split is empty")
+    rng = np.random.default_rng(0)
+    n_sub = min(cfg.train_eval_images, len(train))
+    sub = sorted(int(i) for i in rng.choice(len(train), n_sub, replace=False))
+    sets = {"train": EvalSet([train[i] for i in sub], ds.resize_short),
+            "val": EvalSet(ds.split("val"), ds.resize_short),
+            "test": EvalSet(ds.split("test"), ds.resize_short)}
+    identity = {**ds.identity(), "train_eval_images": n_sub}
+    cross_names = []
+    for k, spec in enumerate(cfg.cross_test):
+        cds = load_dataset_for(spec, split_seed=cfg.split_seed)
+        name = f"cross{k}_{cds.format}"
+        records = cds.split("test") or cds.records
+        sets[name] = EvalSet(records if cds.split("test") else list(cds.records), cds.resize_short)
+        identity[name] = {**cds.identity(), "used": "test split" if cds.split("test") else "all images"}
+        cross_names.append(name)
+    patch = model_config(cfg.model).img_size
+    return RunData(cfg, ds, train, sets, cross_names, identity, patch)
+
+
+def predict(model: torch.nn.Module, es: EvalSet, cfg: TrainConfig, device: torch.device,
+            batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image predictions (mean over test crops, seed 0) and raw scores."""
+    p = predict_images(model, es.records, patch_size=model.config.img_size, test_patch_num=cfg.test_patches,
+                       seed=0, random_crop=cfg.test_random_crop, batch_size=max(64, batch_size),
+                       resize_short=es.resize_short, skip_bad=cfg.skip_bad_images, device=device)
+    return p.pred, p.score
+
+
+def analysis_batches(ds: IQADataset, subset: str, samples: int, batch_size: int, patch_size: int,
+                     seed: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[int]]:
+    """One centre crop per image of ``samples`` seeded images of a split; normalised targets."""
+    batches, indices = _crops(ds.split(subset), samples, batch_size, patch_size, seed,
+                              resize_short=ds.resize_short)
+    return [(x, normalise(y, ds.score_range)) for x, y in batches], indices
