@@ -66,6 +66,72 @@ def data_check(root: Path = typer.Argument(..., help="Dataset root folder."),
         raise typer.Exit(2)
 
 
+# ----------------------------------------------------------------------------- analyze
+def _analysis_inputs(paths: list[Path], *, subsets: tuple[str, ...], samples: int, batch_size: int, seed: int,
+                     which: str, device: str, loss: str):
+    """Yield the analysis input of every run named (run folders, sweep folders or checkpoint files)."""
+    from landscape.runs import load_analysis_input
+    from landscape.train.sweep import sweep_runs
+
+    runs = []
+    for p in paths:
+        runs += [p] if p.is_file() else sweep_runs(p)
+    for i, run in enumerate(runs):
+        typer.echo(f"[{i + 1}/{len(runs)}] {run}", err=True)
+        yield load_analysis_input(run, subsets=subsets, samples=samples, batch_size=batch_size, seed=seed,
+                                  which=which, device=device, loss=loss)
+
+
+_RUNS_ARG = typer.Argument(..., help="Run folders, sweep folders or checkpoint files.")
+_WHICH = typer.Option("best", help="Checkpoint of each run: best, last or epoch_NNN.")
+_SUBSET = typer.Option("train", help="Data split the measure is computed on: train, val or test.")
+_SAMPLES = typer.Option(256, help="Images in the fixed analysis subset (one centre crop each).")
+_BATCH = typer.Option(64, help="Evaluation batch size.")
+_SEED = typer.Option(0, help="Seed of the subset and of the random probes/directions.")
+_DEVICE = typer.Option("auto", help="auto, cpu or cuda.")
+_LOSS = typer.Option("train", help="Criterion: train (the run's L1 + ranking), l1 or mse.")
+
+
+@analyze_app.command("sharpness")
+def analyze_sharpness_cmd(
+    runs: List[Path] = _RUNS_ARG,
+    measures: str = typer.Option("keskar,adaptive,average,pacbayes,noise", help="Comma-separated measures."),
+    eps: str = typer.Option("1e-3,5e-4", help="Keskar box sizes."),
+    keskar_spaces: str = typer.Option("full,random", help="Keskar spaces: full (A = I) and random (p = 100)."),
+    rho: Optional[str] = typer.Option(None, help="Adaptive l_inf rho grid. [5e-4,1e-3,2e-3,4e-3,8e-3]"),
+    rho_l2: Optional[str] = typer.Option(None, help="Adaptive l2 rho grid. [0.25,0.5,1,2,4]"),
+    rho_average: Optional[str] = typer.Option(None, help="Average-case rho grid. [0.025 ... 0.4]"),
+    pacbayes_kind: str = typer.Option("loss_relative", help="PAC-Bayes deviation: loss_relative, loss or srcc."),
+    pacbayes_target: float = typer.Option(0.1, help="PAC-Bayes target deviation d."),
+    m: int = typer.Option(128, "--m", help="Examples per batch of m-sharpness (adaptive); at most --samples."),
+    samples: int = _SAMPLES, subset: str = _SUBSET, batch_size: int = _BATCH, seed: int = _SEED,
+    which: str = _WHICH, device: str = _DEVICE, loss: str = _LOSS,
+) -> None:
+    """Keskar phi, adaptive and average sharpness, PAC-Bayes flatness and the gradient noise scale."""
+    from dataclasses import replace
+
+    from landscape import sharpness as S
+    from landscape.tables import fmt, render
+
+    grids = {"rho_linf": _csv_floats(rho, "--rho") if rho else S.RHO_LINF,
+             "rho_l2": _csv_floats(rho_l2, "--rho-l2") if rho_l2 else S.RHO_L2,
+             "rho_average": _csv_floats(rho_average, "--rho-average") if rho_average else S.RHO_AVERAGE}
+    pac = replace(S.PacBayesConfig(), kind=pacbayes_kind, target=pacbayes_target)
+    if m > samples:
+        raise LandscapeError(f"--m {m} exceeds --samples {samples}: m-sharpness needs at least m examples")
+    adaptive = replace(S.AdaptiveConfig(), m=m)
+    for inp in _analysis_inputs(runs, subsets=(subset,), samples=samples, batch_size=batch_size, seed=seed,
+                                which=which, device=device, loss=loss):
+        suite = S.analyze_sharpness(inp.model, inp.criterion, inp.batches[subset], measures=_csv_strs(measures),
+                                    eps=_csv_floats(eps, "--eps"), keskar_spaces=_csv_strs(keskar_spaces),
+                                    pacbayes=pac, adaptive=adaptive, h5_path=inp.analysis_path, provenance=inp.provenance, seed=seed,
+                                    progress=lambda msg: typer.echo(f"  {msg}", err=True), **grids)
+        rows = [{**r, "value": fmt(r["value"], r["se"]), "srcc_drop": fmt(r["srcc_drop"], r["srcc_drop_se"])}
+                for r in S.summary_rows(suite)]
+        typer.echo(f"{inp.run_dir.name} ({inp.checkpoint.path.name}, {subset} n={samples}) -> {inp.analysis_path}")
+        typer.echo(render(rows, ["measure", "setting", "value", "unit", "srcc_drop"]))
+
+
 def _not_yet(name: str) -> None:
     raise LandscapeError(f"'{name}' is not yet available in this version")
 
