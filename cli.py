@@ -211,9 +211,23 @@ def train_cmd(
 
 
 @app.command("report")
-def report_cmd() -> None:
+def report_cmd(
+    sweep: Path = typer.Argument(..., help="Sweep folder written by 'landscape train'."),
+    out: Optional[Path] = typer.Option(None, help="Report folder. [reports/<sweep name>]"),
+    n_boot: int = typer.Option(2000, help="Bootstrap resamples over configurations for the CIs (>= 2000)."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty folder that holds no report."),
+) -> None:
     """Link sharpness to the SRCC generalisation gap: tables, statistics, figures, HTML."""
-    _not_yet("report")
+    from landscape.report.build import build_report
+
+    res = build_report(sweep, out or Path("reports") / sweep.resolve().name, force=force, n_boot=n_boot,
+                       log=lambda m: typer.echo(m, err=True))
+    for line in res.summary[:1]:
+        typer.echo(line)
+    if res.missing:
+        typer.echo(f"missing analyses ({len(res.missing)}): " + "; ".join(res.missing[:6])
+                   + (" ..." if len(res.missing) > 6 else ""))
+    typer.echo(f"report: {res.index}")
 
 
 @app.command("demo")

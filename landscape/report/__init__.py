@@ -1,0 +1,8 @@
+"""Reports linking sharpness to the SRCC generalisation gap.
+
+- :mod:`.collect`: read a sweep's stored results (training, Hessian, sharpness, slices, plan)
+  into one row per run, without recomputing anything; missing analyses are listed.
+- :mod:`.analysis`: per-configuration mean +- std over seeds and the statistics.
+- :mod:`.tables`: Markdown, LaTeX and CSV tables.
+- :mod:`.build`: figures, HTML index and the ``landscape report`` entry point.
+"""

@@ -1,0 +1,222 @@
+"""``landscape report``: tables, statistics, figures and a self-contained HTML index.
+
+Everything is read from stored results (:mod:`.collect`); nothing is recomputed, so the
+report can be regenerated at any time. Output folder layout: ``table.{md,tex,csv}``,
+``runs.csv``, ``stats.{md,csv}``, ``stats.json``, ``figures/*.{pdf,png,svg}``, ``index.html``,
+``report.json`` (marks the folder as a landscape report).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import report_figures as rf
+from ..errors import LandscapeError
+from ..provenance import provenance
+from ..store import read_json, write_json
+from .analysis import ReportStats, compute_stats
+from .collect import SweepData, collect_sweep
+from .tables import config_rows, csv_text, label, markdown, stats_rows, write_tables, write_text
+
+KIND = "landscape-report"
+
+
+@dataclass
+class ReportResult:
+    out: Path
+    index: Path
+    figures: dict[str, list[Path]]
+    missing: list[str]
+    summary: list[str]
+
+
+def _prepare(out: Path, force: bool) -> None:
+    marker = out / "report.json"
+    if out.exists() and any(out.iterdir()):
+        if marker.exists() and read_json(marker).get("kind") == KIND:
+            return  # regenerating a report in place is expected
+        if not force:
+            raise LandscapeError(f"{out}: folder is not empty and holds no landscape report; use --force")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _per_batch(st: ReportStats, col: str) -> dict[int, list[float]]:
+    out: dict[int, list[float]] = {}
+    for a in st.configs:
+        out.setdefault(int(a.config["batch_size"]), []).extend(a.values.get(col, []))
+    return out
+
+
+def _first_run_per_batch(data: SweepData) -> dict[int, Any]:
+    picks: dict[int, Any] = {}
+    for r in sorted(data.runs, key=lambda r: (r.row.get("seed", 0), r.name)):
+        b = r.row.get("batch_size")
+        if r.status == "finished" and b is not None and b not in picks:
+            picks[int(b)] = r
+    return dict(sorted(picks.items()))
+
+
+def make_figures(data: SweepData, st: ReportStats, fig_dir: Path, log: Callable[[str], None]) -> dict[str, list[Path]]:
+    figs: dict[str, list[Path]] = {}
+
+    def attempt(name: str, fn: Callable[[], list[Path]]) -> None:
+        try:
+            figs[name] = fn()
+        except LandscapeError as e:
+            log(f"figure {name} skipped: {e}")
+
+    bs = [int(a.config["batch_size"]) for a in st.configs]
+    rules = [str(a.config["lr_rule"]) for a in st.configs]
+    for ms in st.correlations:
+        if ms.target != "srcc_gap":
+            continue
+        m = ms.measure
+        if sum(a.n.get(m, 0) > 0 for a in st.configs) < 2:
+            continue
+        attempt(f"{m}_vs_gap", lambda m=m, ms=ms: rf.measure_vs_gap(
+            bs, [a.mean[m] for a in st.configs], [a.mean["srcc_gap"] for a in st.configs], fig_dir / f"{m}_vs_gap",
+            measure_std=[a.std[m] for a in st.configs], gap_std=[a.std["srcc_gap"] for a in st.configs],
+            measure_label=label(m), correlation=ms.correlation,
+            groups=rules if len(set(rules)) > 1 else None,
+            log_measure=all(a.mean[m] > 0 for a in st.configs if math.isfinite(a.mean[m]))))
+    panels = {"test SRCC": _per_batch(st, "test_srcc"), "SRCC gap (train − test)": _per_batch(st, "srcc_gap")}
+    if data.measures:
+        main = "hessian_lambda_max" if "hessian_lambda_max" in data.measures else data.measures[0]
+        panels[label(main)] = _per_batch(st, main)
+    attempt("vs_batch_size", lambda: rf.metric_vs_batch_size(panels, fig_dir / "vs_batch_size"))
+    picks = _first_run_per_batch(data)
+    dens = {b: (r.density["grid"], r.density["density"]) for b, r in picks.items() if r.density}
+    if dens:
+        attempt("spectral_density", lambda: rf.spectral_densities(dens, fig_dir / "spectral_density"))
+    if data.interpolations:
+        it = data.interpolations[-1]
+        v = it.values
+        ends = tuple(it.attrs.get("endpoint_labels", ("A", "B")))
+        attempt("interpolation", lambda: rf.interpolation_1d(
+            it.x, fig_dir / "interpolation", train_loss=v.get("train_loss"), test_loss=v.get("test_loss"),
+            train_srcc=v.get("train_srcc"), test_srcc=v.get("test_srcc"), endpoint_labels=ends))
+    surf = {}
+    for b, r in picks.items():
+        planes = [s for s in data.surfaces.get(r.name, []) if s.y is not None and "train_loss" in s.values]
+        if planes:
+            surf[f"batch {b}"] = planes[-1]
+    if surf:
+        first = next(iter(surf.values()))
+        same = {k: s for k, s in surf.items() if s.x.shape == first.x.shape and s.y.shape == first.y.shape}
+        attempt("surfaces", lambda: rf.contours_side_by_side(
+            {k: s.values["train_loss"] for k, s in same.items()}, fig_dir / "surfaces", x=first.x, y=first.y,
+            cbar_label="training loss"))
+    curves = [{"batch_size": r.row["batch_size"], "epoch": [h["epoch"] for h in r.history],
+               "train_loss": [h["train_loss"] for h in r.history],
+               "val_srcc": [h["val"]["srcc"] for h in r.history]} for r in data.runs if r.history]
+    if curves:
+        attempt("training_curves", lambda: rf.training_curves(curves, fig_dir / "training_curves"))
+    if st.configs:
+        b_simple = None
+        if data.plan and data.plan.get("b_simple") is not None:
+            b_simple = data.plan["b_simple"]
+        elif "noise_b_simple" in data.measures:
+            vals = [a.mean["noise_b_simple"] for a in st.configs if math.isfinite(a.mean["noise_b_simple"])]
+            b_simple = float(np.median(vals)) if vals else None
+        attempt("throughput_memory", lambda: rf.throughput_memory(
+            bs, [a.mean["samples_per_s"] for a in st.configs], [a.mean["peak_memory_mib"] for a in st.configs],
+            fig_dir / "throughput_memory", samples_per_s_std=[a.std["samples_per_s"] for a in st.configs],
+            b_simple=b_simple))
+    return figs
+
+
+def summarize(data: SweepData, st: ReportStats) -> list[str]:
+    """Plain-language findings, each with its uncertainty."""
+    lines = [st.sufficiency.statement, *st.notes]
+    for ms in st.correlations:
+        c = ms.correlation
+        if ms.target != "srcc_gap" or not math.isfinite(c.tau):
+            continue
+        verdict = ("significant after Holm correction" if ms.tau_p_holm < 0.05
+                   else "not significant after Holm correction")
+        lines.append(f"{label(ms.measure)} vs SRCC gap: Kendall τ_b = {c.tau:+.2f} (95% CI {c.tau_ci[0]:+.2f} to "
+                     f"{c.tau_ci[1]:+.2f}, n = {c.n} configurations), {verdict} (p = {ms.tau_p_holm:.3g}).")
+    for col, res in st.seed_spread.items():
+        lines.append(f"{label(col)}: {res.verdict}")
+    if data.missing:
+        lines.append(f"{len(data.missing)} analyses are missing (listed below).")
+    return lines
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
+
+
+def _html_table(header, body) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def write_html(out: Path, data: SweepData, st: ReportStats, figs: dict[str, list[Path]], summary: list[str]) -> Path:
+    header, body = config_rows(st)
+    sh, sb = stats_rows(st)
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>landscape report</title><style>",
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}",
+        "table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}",
+        "th{background:#f0f0f0}img{max-width:100%;margin:1em 0;border:1px solid #eee}figure{margin:0}",
+        "</style></head><body>",
+        f"<h1>Sharpness and the SRCC generalisation gap</h1><p>Sweep: <code>{html.escape(str(data.root))}</code>, "
+        f"{len(data.runs)} runs, {len(st.configs)} configurations.</p>",
+        "<h2>Summary</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in summary) + "</ul>",
+        "<h2>Per configuration (mean ± std over seeds)</h2>", _html_table(header, body),
+        "<h2>Measures against the SRCC gap and test SRCC</h2>", _html_table(sh, sb),
+        "<h2>Figures</h2>",
+    ]
+    for name, paths in figs.items():
+        png = next((p for p in paths if p.suffix == ".png"), None)
+        if png:
+            parts.append(f"<figure>{_img(png)}<figcaption>{html.escape(name)}</figcaption></figure>")
+    if data.plan:
+        parts.append("<h2>Plan</h2><pre>" + html.escape(str(data.plan.get("table", ""))) + "</pre>")
+    parts.append("<h2>Missing analyses</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in data.missing)
+                 + "</ul>" if data.missing else "<h2>Missing analyses</h2><p>None.</p>")
+    parts.append("</body></html>")
+    return write_text(out / "index.html", "\n".join(parts))
+
+
+def build_report(sweep_dir: str | Path, out: str | Path, *, force: bool = False, n_boot: int = 2000,
+                 log: Callable[[str], None] = print) -> ReportResult:
+    """Collect stored results of ``sweep_dir`` and write the full report into ``out``."""
+    if n_boot < 2000:
+        raise LandscapeError(f"--n-boot must be >= 2000, got {n_boot}")
+    out = Path(out)
+    data = collect_sweep(Path(sweep_dir))
+    if not any(r.status == "finished" for r in data.runs):
+        raise LandscapeError(f"{sweep_dir}: no finished run to report on")
+    _prepare(out, force)
+    st = compute_stats(data, n_boot=n_boot)
+    write_tables(data, st, out)
+    sh, sb = stats_rows(st)
+    write_text(out / "stats.md", markdown(sh, sb))
+    write_text(out / "stats.csv", csv_text(sh, sb))
+    write_json(out / "stats.json", {
+        "correlations": [{"measure": m.measure, "target": m.target, **m.correlation.as_dict(),
+                          "tau_p_holm": m.tau_p_holm,
+                          "granulated_psi": m.granulated.psi if m.granulated else None} for m in st.correlations],
+        "seed_spread": {k: {"verdict": v.verdict, "anova_p": v.anova_p, "ratio": v.ratio}
+                        for k, v in st.seed_spread.items()},
+        "sufficiency": asdict(st.sufficiency)})
+    figs = make_figures(data, st, out / "figures", log)
+    summary = summarize(data, st)
+    write_text(out / "summary.md", "\n".join(f"- {s}" for s in summary) + "\n")
+    index = write_html(out, data, st, figs, summary)
+    write_json(out / "report.json", {"kind": KIND, "sweep": str(Path(sweep_dir).resolve()), "missing": data.missing,
+                                     "figures": {k: [str(p) for p in v] for k, v in figs.items()},
+                                     "provenance": provenance()})
+    return ReportResult(out, index, figs, data.missing, summary)
