@@ -1,0 +1,24 @@
+"""Content hashes that key landscape results: checkpoints and evaluation data.
+
+``state_hash`` is :func:`landscape.provenance.hash_state` with 0-d tensors viewed
+as 1-element vectors first (``hash_state`` cannot byte-view a 0-d non-byte tensor
+such as BatchNorm's ``num_batches_tracked``).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import torch
+
+from ..batches import Batch
+from ..provenance import hash_state
+
+
+def state_hash(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict (keys, dtypes, shapes, bytes); 0-d tensors count as shape (1,)."""
+    return hash_state({k: (v.reshape(1) if v.dim() == 0 else v) for k, v in state.items()})
+
+
+def hash_batches(batches: Iterable[Batch]) -> str:
+    """SHA-256 of the batches' inputs and targets (order, shapes, dtypes and bytes)."""
+    return state_hash({f"{i:06d}.{part}": t for i, (x, y) in enumerate(batches) for part, t in (("x", x), ("y", y))})
