@@ -82,7 +82,7 @@ def load_analysis_input(path: str | Path, *, subsets: tuple[str, ...] = ("train"
         prov_subsets[subset] = {"n": len(indices), "indices_sha256": hash_indices(indices)}
     prov = {"checkpoint": str(ckpt_path), "checkpoint_hash": ckpt.content_hash, "run": run_dir.name,
             "dataset": spec, "subsets": prov_subsets, "seed": seed, "batch_size": batch_size,
-            "loss": getattr(criterion, "describe", lambda: {"name": loss})(), "model_mode": "eval",
+            "criterion": getattr(criterion, "describe", lambda: {"name": loss})(), "model_mode": "eval",
             "batchnorm": "running statistics (eval mode); Swin uses LayerNorm only",
             "device": str(dev), "crop": "one centre crop per image"}
     return AnalysisInput(run_dir, ckpt, model, criterion, batches, prov)
