@@ -67,29 +67,57 @@ def data_check(root: Path = typer.Argument(..., help="Dataset root folder."),
 
 
 # ----------------------------------------------------------------------------- analyze
-def _analysis_inputs(paths: list[Path], *, subsets: tuple[str, ...], samples: int, batch_size: int, seed: int,
-                     which: str, device: str, loss: str):
-    """Yield the analysis input of every run named (run folders, sweep folders or checkpoint files)."""
-    from landscape.runs import load_analysis_input
-    from landscape.train.sweep import sweep_runs
-
-    runs = []
-    for p in paths:
-        runs += [p] if p.is_file() else sweep_runs(p)
-    for i, run in enumerate(runs):
-        typer.echo(f"[{i + 1}/{len(runs)}] {run}", err=True)
-        yield load_analysis_input(run, subsets=subsets, samples=samples, batch_size=batch_size, seed=seed,
-                                  which=which, device=device, loss=loss)
-
-
 _RUNS_ARG = typer.Argument(..., help="Run folders, sweep folders or checkpoint files.")
-_WHICH = typer.Option("best", help="Checkpoint of each run: best, last or epoch_NNN.")
+_WHICH = typer.Option("best", "--checkpoint", help="Checkpoint of each run: best, last or epoch_NNN.")
 _SUBSET = typer.Option("train", help="Data split the measure is computed on: train, val or test.")
 _SAMPLES = typer.Option(256, help="Images in the fixed analysis subset (one centre crop each).")
 _BATCH = typer.Option(64, help="Evaluation batch size.")
 _SEED = typer.Option(0, help="Seed of the subset and of the random probes/directions.")
 _DEVICE = typer.Option("auto", help="auto, cpu or cuda.")
 _LOSS = typer.Option("train", help="Criterion: train (the run's L1 + ranking), l1 or mse.")
+_SURFACE_SUBSETS = typer.Option("train,test", help="Evaluation subsets (loss, SRCC, PLCC on each).")
+_SURFACE_SAMPLES = typer.Option(128, help="Images per evaluation subset (one centre crop each).")
+
+
+def _opts(subset: str, samples: int, batch_size: int, seed: int, which: str, device: str, loss: str):
+    from landscape.workflows import AnalysisOptions
+
+    return AnalysisOptions(tuple(_csv_strs(subset)), samples, batch_size, seed, which, device, loss)
+
+
+def _log(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@analyze_app.command("hessian")
+def analyze_hessian_cmd(
+    runs: List[Path] = _RUNS_ARG,
+    top_k: int = typer.Option(5, help="Number of top eigenvalues (Lanczos, full reorthogonalisation); 0 = skip."),
+    which: str = typer.Option("LA", help="LA: largest algebraic, SA: smallest algebraic, LM: largest magnitude."),
+    tol: float = typer.Option(1e-3, help="Convergence: residual ||Hv - λv|| <= tol |λ|."),
+    trace: bool = typer.Option(True, "--trace/--no-trace", help="Trace by Hutch++ with a standard error."),
+    trace_method: str = typer.Option("hutch++", help="hutch++ or hutchinson."),
+    trace_matvecs: int = typer.Option(60, help="Fixed Hessian-vector-product budget of the trace."),
+    density: bool = typer.Option(False, "--density/--no-density", help="Spectral density by stochastic Lanczos quadrature."),
+    density_runs: int = typer.Option(4, help="SLQ runs (probe vectors)."),
+    density_steps: int = typer.Option(60, help="Lanczos steps per SLQ run."),
+    blocks: Optional[str] = typer.Option(None, help="Per-block results: 'stages' (Swin stages + head) or omit."),
+    weight_decay: float = typer.Option(0.0, help="Add weight_decay * I to the Hessian."),
+    engine: str = typer.Option("landscape", help="landscape (ours) or pyhessian (the PyHessian package, top-k only)."),
+    samples: int = _SAMPLES, subset: str = _SUBSET, batch_size: int = _BATCH, seed: int = _SEED,
+    checkpoint: str = _WHICH, device: str = _DEVICE, loss: str = _LOSS,
+) -> None:
+    """Top-k Hessian eigenvalues, trace and spectral density of each checkpoint's full-data loss."""
+    from landscape import workflows
+    from landscape.tables import render
+
+    kwargs = {} if engine == "pyhessian" else dict(
+        which=which, trace=trace, trace_method=trace_method, trace_matvecs=trace_matvecs, density=density,
+        density_runs=density_runs, density_steps=density_steps, blocks=blocks, weight_decay=weight_decay)
+    rows = workflows.hessian(runs, _opts(subset, samples, batch_size, seed, checkpoint, device, loss),
+                             engine=engine, log=_log, top_k=top_k, tol=tol, **kwargs)
+    typer.echo("lambda_1 is shown ± its residual norm ||Hv - λv||; trace ± its standard error.")
+    typer.echo(render(rows, ["run", "engine", "lambda_1", "top-k", "converged", "matvecs", "trace"]))
 
 
 @analyze_app.command("sharpness")
@@ -105,31 +133,84 @@ def analyze_sharpness_cmd(
     pacbayes_target: float = typer.Option(0.1, help="PAC-Bayes target deviation d."),
     m: int = typer.Option(128, "--m", help="Examples per batch of m-sharpness (adaptive); at most --samples."),
     samples: int = _SAMPLES, subset: str = _SUBSET, batch_size: int = _BATCH, seed: int = _SEED,
-    which: str = _WHICH, device: str = _DEVICE, loss: str = _LOSS,
+    checkpoint: str = _WHICH, device: str = _DEVICE, loss: str = _LOSS,
 ) -> None:
     """Keskar phi, adaptive and average sharpness, PAC-Bayes flatness and the gradient noise scale."""
     from dataclasses import replace
 
-    from landscape import sharpness as S
-    from landscape.tables import fmt, render
+    from landscape import sharpness as S, workflows
+    from landscape.tables import render
 
-    grids = {"rho_linf": _csv_floats(rho, "--rho") if rho else S.RHO_LINF,
-             "rho_l2": _csv_floats(rho_l2, "--rho-l2") if rho_l2 else S.RHO_L2,
-             "rho_average": _csv_floats(rho_average, "--rho-average") if rho_average else S.RHO_AVERAGE}
-    pac = replace(S.PacBayesConfig(), kind=pacbayes_kind, target=pacbayes_target)
     if m > samples:
         raise LandscapeError(f"--m {m} exceeds --samples {samples}: m-sharpness needs at least m examples")
-    adaptive = replace(S.AdaptiveConfig(), m=m)
-    for inp in _analysis_inputs(runs, subsets=(subset,), samples=samples, batch_size=batch_size, seed=seed,
-                                which=which, device=device, loss=loss):
-        suite = S.analyze_sharpness(inp.model, inp.criterion, inp.batches[subset], measures=_csv_strs(measures),
-                                    eps=_csv_floats(eps, "--eps"), keskar_spaces=_csv_strs(keskar_spaces),
-                                    pacbayes=pac, adaptive=adaptive, h5_path=inp.analysis_path, provenance=inp.provenance, seed=seed,
-                                    progress=lambda msg: typer.echo(f"  {msg}", err=True), **grids)
-        rows = [{**r, "value": fmt(r["value"], r["se"]), "srcc_drop": fmt(r["srcc_drop"], r["srcc_drop_se"])}
-                for r in S.summary_rows(suite)]
-        typer.echo(f"{inp.run_dir.name} ({inp.checkpoint.path.name}, {subset} n={samples}) -> {inp.analysis_path}")
-        typer.echo(render(rows, ["measure", "setting", "value", "unit", "srcc_drop"]))
+    rows = workflows.sharpness(
+        runs, _opts(subset, samples, batch_size, seed, checkpoint, device, loss), log=_log,
+        measures=_csv_strs(measures), eps=_csv_floats(eps, "--eps"), keskar_spaces=_csv_strs(keskar_spaces),
+        rho_linf=_csv_floats(rho, "--rho") if rho else S.RHO_LINF,
+        rho_l2=_csv_floats(rho_l2, "--rho-l2") if rho_l2 else S.RHO_L2,
+        rho_average=_csv_floats(rho_average, "--rho-average") if rho_average else S.RHO_AVERAGE,
+        pacbayes=replace(S.PacBayesConfig(), kind=pacbayes_kind, target=pacbayes_target),
+        adaptive=replace(S.AdaptiveConfig(), m=m))
+    typer.echo(render(rows, ["run", "measure", "setting", "value", "unit", "srcc_drop"]))
+
+
+@analyze_app.command("surface")
+def analyze_surface_cmd(
+    run: Path = typer.Argument(..., help="Run folder or checkpoint file."),
+    grid: str = typer.Option("-1:1:51", help="x grid start:stop:num (filter-normalised units)."),
+    ygrid: Optional[str] = typer.Option(None, help="y grid start:stop:num [same as --grid]; 'none' for a 1D slice."),
+    normalization: str = typer.Option("filter", help="filter (Li et al.), layer, elementwise or none."),
+    orthogonalize: bool = typer.Option(False, "--orthogonalize", help="Make the second direction orthogonal to the first."),
+    subset: str = _SURFACE_SUBSETS, samples: int = _SURFACE_SAMPLES, batch_size: int = _BATCH, seed: int = _SEED,
+    checkpoint: str = _WHICH, device: str = _DEVICE, loss: str = _LOSS,
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write contour, heatmap and 3D plots (PDF, PNG)."),
+) -> None:
+    """2D filter-normalised loss/SRCC plane (or 1D slice) around a checkpoint, resumable, in HDF5."""
+    from landscape import workflows
+    from landscape.surface import DirectionSpec
+
+    res = workflows.surface(run, _opts(subset, samples, batch_size, seed, checkpoint, device, loss), grid=grid,
+                            ygrid=ygrid, plots=plots,
+                            direction_spec=DirectionSpec(seed=seed, normalization=normalization,
+                                                         orthogonalize=orthogonalize))
+    typer.echo(f"{res.kind}: {res.path} ({int(res.done.sum())}/{res.done.size} cells, "
+               f"{res.computed_now} computed now in {res.seconds:.1f} s)")
+
+
+@analyze_app.command("interpolate")
+def analyze_interpolate_cmd(
+    run_a: Path = typer.Argument(..., help="Run folder or checkpoint A (alpha = 0), e.g. the smallest batch."),
+    run_b: Path = typer.Argument(..., help="Run folder or checkpoint B (alpha = 1), e.g. the largest batch."),
+    alpha: str = typer.Option("-1:2:31", help="alpha grid start:stop:num; 0 and 1 are always included."),
+    buffers: str = typer.Option("interpolate", help="Buffers (e.g. BatchNorm statistics): interpolate or keep_a."),
+    out: Optional[Path] = typer.Option(None, help="Output folder. [the sweep folder holding RUN_A]"),
+    subset: str = _SURFACE_SUBSETS, samples: int = _SURFACE_SAMPLES, batch_size: int = _BATCH, seed: int = _SEED,
+    checkpoint: str = _WHICH, device: str = _DEVICE, loss: str = _LOSS,
+) -> None:
+    """Keskar-style 1D interpolation theta(alpha) = (1 - alpha) theta_A + alpha theta_B."""
+    from landscape import workflows
+
+    res = workflows.interpolation(run_a, run_b, _opts(subset, samples, batch_size, seed, checkpoint, device, loss),
+                                  alpha=alpha, buffers=buffers, out=out)
+    typer.echo(f"interpolation: {res.path}")
+
+
+@analyze_app.command("trajectory")
+def analyze_trajectory_cmd(
+    run: Path = typer.Argument(..., help="Run folder trained with --save-every (per-epoch checkpoints)."),
+    num: int = typer.Option(21, help="Grid points per axis of the PCA plane."),
+    center: bool = typer.Option(False, "--center", help="PCA of centred differences (Li et al.'s sklearn variant)."),
+    subset: str = _SURFACE_SUBSETS, samples: int = _SURFACE_SAMPLES, batch_size: int = _BATCH, seed: int = _SEED,
+    device: str = _DEVICE, loss: str = _LOSS,
+) -> None:
+    """PCA plane of the per-epoch checkpoints relative to the final one, with the path drawn on the surface."""
+    from landscape import workflows
+
+    res, plane = workflows.trajectory(run, _opts(subset, samples, batch_size, seed, "best", device, loss),
+                                      num=num, center=center)
+    ev = plane.explained_variance_ratio
+    typer.echo(f"trajectory plane: {res.path}; explained variance {ev[0]:.1%} + {ev[1]:.1%}; "
+               f"max off-plane residual {float(plane.residual.max()):.3g}")
 
 
 def _not_yet(name: str) -> None:
@@ -137,9 +218,51 @@ def _not_yet(name: str) -> None:
 
 
 @app.command("plan")
-def plan_cmd() -> None:
+def plan_cmd(
+    dataset: Optional[str] = typer.Option(None, help="FORMAT:ROOT of the training data."),
+    model: Optional[str] = typer.Option(None, help="Model preset: micro, tiny, small, base. [micro]"),
+    batch_sizes: str = typer.Option("16,24,32,48,64", help="Candidate effective batch sizes."),
+    config: Optional[Path] = typer.Option(None, help="Training config file (YAML/TOML), as for 'train'."),
+    out: Path = typer.Option(Path("checkpoints/plan"), help="Output folder (use SWEEP/plan so the report finds it)."),
+    steps: int = typer.Option(5, help="Timed training steps per batch size (after warm-up)."),
+    warmup: int = typer.Option(2, help="Untimed warm-up steps per batch size."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda. [auto]"),
+    accumulate: Optional[int] = typer.Option(None, help="Micro-batches per step. [1]"),
+    train_patches: Optional[int] = typer.Option(None, help="Patches per training image per epoch (epoch-time prediction). [4]"),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on GPU. [off]"),
+    workers: Optional[int] = typer.Option(None, help="Data-loading workers. [0]"),
+    lr: Optional[float] = typer.Option(None, help="Learning rate at --reference-batch. [1e-4]"),
+    lr_scaling: Optional[str] = typer.Option(None, help="Rule used for the measured steps: none, linear, sqrt. [sqrt]"),
+    reference_batch: Optional[int] = typer.Option(None, help="Batch size at which --lr applies. [32]"),
+    score_column: Optional[str] = typer.Option(None, help="Score column (KonIQ: MOS or MOS_zscore)."),
+    pretrained: Optional[str] = typer.Option(None, help="Backbone weights: a local file, or 'hub'."),
+    memory_limit: Optional[float] = typer.Option(None, help="Memory limit in GiB. [GPU total memory; CPU: RSS + available RAM]"),
+    search: Optional[bool] = typer.Option(None, "--search/--no-search", help="Bisection for the largest fitting batch. [on for CUDA]"),
+    search_max: Optional[int] = typer.Option(None, help="Upper end of the bisection. [8 x largest candidate]"),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint at which B_simple is measured. [initial weights]"),
+    noise_batches: str = typer.Option("4,128", help="Small and big batch of the B_simple estimator."),
+    noise_repeats: int = typer.Option(20, help="Repeated B_simple estimates (spread); 0 = skip."),
+    noise_pool: int = typer.Option(1024, help="Training patches the B_simple batches are drawn from."),
+    noise_loss: str = typer.Option("l1", help="Loss for B_simple: l1 (per-example mean, exact estimator) or train."),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore stored measurements and measure again."),
+) -> None:
     """Measure speed, memory, the OOM frontier and the critical batch size per batch size."""
-    _not_yet("plan")
+    from landscape.plan import run_plan
+    from landscape.train.config import load_config_file, resolve_config
+
+    cli_values = {"dataset": dataset, "model": model, "device": device, "accumulate": accumulate,
+                  "train_patches": train_patches, "amp": amp, "workers": workers, "lr": lr,
+                  "lr_scaling": _csv_strs(lr_scaling) if lr_scaling else None, "reference_batch": reference_batch,
+                  "score_column": score_column, "pretrained": pretrained}
+    cfg = resolve_config(load_config_file(config) if config else {}, cli_values)
+    small, big = (_csv_ints(noise_batches, "--noise-batches") + [0, 0])[:2]
+    result = run_plan(cfg, _csv_ints(batch_sizes, "--batch-sizes"), steps=steps, warmup=warmup,
+                      memory_limit_bytes=int(memory_limit * 2 ** 30) if memory_limit else None,
+                      checkpoint=checkpoint, noise_b_small=small, noise_b_big=big, noise_repeats=noise_repeats,
+                      noise_pool=noise_pool, noise_loss=noise_loss, search=search, search_max=search_max,
+                      out_dir=out, resume=not fresh, echo=lambda m: typer.echo(m, err=True))
+    typer.echo(result.table())
+    typer.echo(f"plan written to {out}")
 
 
 @app.command("train")
