@@ -38,3 +38,20 @@ def test_config_errors_name_the_key(tmp_path):
         resolve_config({}, {"dataset": "synthetic:/d", "batch_sizes": [10], "accumulate": 3})
     with pytest.raises(LandscapeError, match="lr_scaling"):
         resolve_config({}, {"dataset": "synthetic:/d", "lr_scaling": ["cubic"]})
+
+
+def test_yaml_exponent_strings_and_bad_types(tmp_path):
+    # YAML 1.1 reads 1e-4 (no dot) as a string; a float key accepts it, other strings are errors
+    y = tmp_path / "c.yaml"
+    y.write_text("dataset: synthetic:/d\nlr: 1e-4\ndrop_path: 1e-1\n")
+    cfg = resolve_config(load_config_file(y), {})
+    assert cfg.lr == 1e-4 and cfg.drop_path == 0.1
+    for text, key in (("lr: fast", "lr"), ("lr: .nan", "lr"), ("epochs: true", "epochs"),
+                      ("seeds: [0, x]", "seeds"), ("model: 3", "model")):
+        y.write_text(f"dataset: synthetic:/d\n{text}\n")
+        with pytest.raises(LandscapeError, match=f"config key '{key}'|'{key}'"):
+            resolve_config(load_config_file(y), {})
+    with pytest.raises(LandscapeError, match="unknown model preset 'huge'"):
+        resolve_config({}, {"dataset": "synthetic:/d", "model": "huge"})
+    with pytest.raises(LandscapeError, match="cross_test must be FORMAT:ROOT"):
+        resolve_config({}, {"dataset": "synthetic:/d", "cross_test": ["spaq"]})

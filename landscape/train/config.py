@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -22,6 +23,7 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 from ..errors import LandscapeError
+from ..models import PRESETS
 from .lr_rules import RULES
 
 SCHEDULERS = ("cosine", "step", "none")
@@ -67,6 +69,11 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         if not self.dataset or ":" not in self.dataset:
             raise LandscapeError(f"dataset must be FORMAT:ROOT, got '{self.dataset}'")
+        for spec in self.cross_test:
+            if ":" not in spec:
+                raise LandscapeError(f"cross_test must be FORMAT:ROOT, got '{spec}'")
+        if self.model not in PRESETS:
+            raise LandscapeError(f"unknown model preset '{self.model}' (valid: {', '.join(PRESETS)})")
         for name in ("batch_sizes", "seeds", "lr_scaling"):
             if not getattr(self, name):
                 raise LandscapeError(f"{name} is empty")
@@ -80,12 +87,15 @@ class TrainConfig:
                 raise LandscapeError(f"unknown lr_scaling '{rule}' (valid: {', '.join(RULES)})")
         if self.scheduler not in SCHEDULERS:
             raise LandscapeError(f"unknown scheduler '{self.scheduler}' (valid: {', '.join(SCHEDULERS)})")
-        checks = {"lr": self.lr > 0, "epochs": self.epochs >= 1, "accumulate": self.accumulate >= 1,
+        checks = {"lr": 0 < self.lr < math.inf, "epochs": self.epochs >= 1, "accumulate": self.accumulate >= 1,
                   "train_patches": self.train_patches >= 1, "test_patches": self.test_patches >= 1,
                   "reference_batch": self.reference_batch >= 1, "patience": self.patience >= 0,
                   "ranking_alpha": self.ranking_alpha >= 0, "weight_decay": self.weight_decay >= 0,
                   "dropout": 0 <= self.dropout < 1, "workers": self.workers >= 0,
-                  "save_every": self.save_every >= 0, "warmup_epochs": self.warmup_epochs >= 0}
+                  "save_every": self.save_every >= 0, "warmup_epochs": self.warmup_epochs >= 0,
+                  "train_eval_images": self.train_eval_images >= 1, "step_size": self.step_size >= 1,
+                  "step_gamma": self.step_gamma > 0, "ranking_margin": self.ranking_margin >= 0,
+                  "drop_path": self.drop_path is None or 0 <= self.drop_path < 1}
         for key, ok in checks.items():
             if not ok:
                 raise LandscapeError(f"invalid value for '{key}': {getattr(self, key)}")
@@ -111,14 +121,27 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     return isinstance(value, annotation)
 
 
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Accept a scalar where a list is expected (``seeds: 0``) and ints for floats."""
+def _accepts_float(annotation: Any) -> bool:
+    return annotation is float or float in typing.get_args(annotation)
+
+
+def _coerce(key: str, value: Any, annotation: Any, source: str = "config") -> Any:
+    """Accept a scalar where a list is expected (``seeds: 0``), ints for floats, and numeric
+    strings for floats (YAML 1.1 reads ``lr: 1e-4`` -- no dot -- as the string '1e-4')."""
     origin = typing.get_origin(annotation)
     if origin is list and not isinstance(value, list):
         value = [value]
+    if isinstance(value, str) and _accepts_float(annotation):
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            value = number
     if not _type_ok(value, annotation):
         name = getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
-        raise LandscapeError(f"config key '{key}': expected {name}, got {type(value).__name__} {value!r}")
+        where = f"{source}: " if source != "config" else ""
+        raise LandscapeError(f"{where}config key '{key}': expected {name}, got {type(value).__name__} {value!r}")
     if annotation is float:
         value = float(value)
     return value
@@ -133,7 +156,7 @@ def config_from_mapping(data: dict[str, Any], source: str = "config") -> dict[st
         key = str(raw_key).replace("-", "_")
         if key not in known:
             raise LandscapeError(f"{source}: unknown key '{raw_key}'")
-        out[key] = _coerce(f"{source}: {raw_key}" if source != "config" else key, value, hints[key])
+        out[key] = _coerce(str(raw_key), value, hints[key], source)
     return out
 
 

@@ -4,11 +4,20 @@ Targets are normalised scores ``t = (s - lo) / (hi - lo)`` with ``(lo, hi)`` the
 declared score range, so losses and curvature are comparable across datasets; SRCC,
 PLCC and KRCC are invariant to this map. Evaluation uses the test protocol (mean over
 ``test_patches`` crops, seed 0) on val, test, a fixed training subset (``train``:
-``train_eval_images`` images drawn with seed 0, the same for every run) and each
-cross-test set.
+``train_eval_images`` images drawn with seed 0, the same for every run; its index hash
+is in the dataset identity) and each cross-test set.
+
+Steps per epoch: with ``world`` ranks rank ``r`` trains on ``train[r::world]``; each
+of its ``workers`` DataLoader workers ends with its own partial batch, so a rank has
+``sum_w ceil(n_{r,w} P / b)`` batches (``n_{r,w}`` images of worker ``w``, ``P`` patches,
+``b`` per-rank batch). Every rank runs the minimum of that over ranks (DDP needs the
+same number of all-reduces on every rank; the few surplus patches of larger shards are
+skipped), and the LR schedule is laid out over exactly those steps.
 """
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -20,7 +29,9 @@ from ..data import (IQADataset, ImageRecord, TrainPatchConfig, TrainPatches, ana
                     load_dataset, parse_dataset_spec, predict_images, train_loader)
 from ..errors import LandscapeError
 from ..models import model_config
+from ..provenance import hash_indices
 from .config import TrainConfig
+from .step import autocast_context
 
 CACHE_MB = 2048.0   # RAM budget for decoded training images (per process)
 
@@ -59,7 +70,22 @@ class RunData:
     def n_train_patches(self) -> int:
         return len(self.train) * self.cfg.train_patches
 
-    def stream(self, per_rank_batch: int, seed: int, world: int, rank: int):
+    def min_rank_patches(self, world: int = 1) -> int:
+        """Training patches per epoch of the smallest rank shard."""
+        return len(self.train[world - 1::world]) * self.cfg.train_patches
+
+    def steps_per_epoch(self, batch_size: int, world: int = 1) -> int:
+        """Optimizer steps per epoch of every rank (module docstring)."""
+        per_rank = batch_size // world
+        workers = max(1, self.cfg.workers)
+        counts = []
+        for r in range(world):
+            n_r = len(self.train[r::world])
+            counts.append(sum(math.ceil(len(range(w, n_r, workers)) * self.cfg.train_patches / per_rank)
+                              for w in range(workers)))
+        return min(counts)
+
+    def stream(self, per_rank_batch: int, seed: int, world: int, rank: int, pin_memory: bool = False):
         key = (per_rank_batch, seed, world, rank)
         if key not in self._streams:
             records = self.train[rank::world]
@@ -67,14 +93,17 @@ class RunData:
                 patch_size=self.patch_size, train_patch_num=self.cfg.train_patches, batch_size=per_rank_batch,
                 seed=seed, resize_short=self.dataset.resize_short, cache_mb=CACHE_MB,
                 skip_bad=self.cfg.skip_bad_images))
-            self._streams = {key: (tp, train_loader(tp, self.cfg.workers))}  # one live stream at a time
+            loader = train_loader(tp, self.cfg.workers, pin_memory=pin_memory and self.cfg.workers > 0)
+            self._streams = {key: (tp, loader)}  # one live stream at a time
         return self._streams[key]
 
-    def train_batches(self, spec, epoch: int, world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalised ``(patches, targets)`` of this rank for ``epoch`` (deterministic in seed, epoch)."""
-        tp, loader = self.stream(spec.batch_size // world, spec.seed, world, dist.rank())
+    def train_batches(self, spec, epoch: int, world: int = 1,
+                      pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised ``(patches, targets)`` of this rank for ``epoch`` (deterministic in seed,
+        epoch): exactly :meth:`steps_per_epoch` batches."""
+        tp, loader = self.stream(spec.batch_size // world, spec.seed, world, dist.rank(), pin_memory)
         tp.set_epoch(epoch)
-        for batch in loader:
+        for batch in itertools.islice(loader, self.steps_per_epoch(spec.batch_size, world)):
             yield batch.inputs, normalise(batch.targets, self.dataset.score_range)
 
 
@@ -91,12 +120,11 @@ def load_run_data(cfg: TrainConfig) -> RunData:
     sets = {"train": EvalSet([train[i] for i in sub], ds.resize_short),
             "val": EvalSet(ds.split("val"), ds.resize_short),
             "test": EvalSet(ds.split("test"), ds.resize_short)}
-    identity = {**ds.identity(), "train_eval_images": n_sub}
+    identity = {**ds.identity(), "train_eval_images": n_sub, "train_eval_sha256": hash_indices(sub)}
     cross_names = []
     for k, spec in enumerate(cfg.cross_test):
         cds = load_dataset_for(spec, split_seed=cfg.split_seed)
         name = f"cross{k}_{cds.format}"
-        records = cds.split("test") or cds.records
         sets[name] = EvalSet(records if cds.split("test") else list(cds.records), cds.resize_short)
         identity[name] = {**cds.identity(), "used": "test split" if cds.split("test") else "all images"}
         cross_names.append(name)
@@ -106,10 +134,13 @@ def load_run_data(cfg: TrainConfig) -> RunData:
 
 def predict(model: torch.nn.Module, es: EvalSet, cfg: TrainConfig, device: torch.device,
             batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image predictions (mean over test crops, seed 0) and raw scores."""
-    p = predict_images(model, es.records, patch_size=model.config.img_size, test_patch_num=cfg.test_patches,
-                       seed=0, random_crop=cfg.test_random_crop, batch_size=max(64, batch_size),
-                       resize_short=es.resize_short, skip_bad=cfg.skip_bad_images, device=device)
+    """Per-image predictions (mean over test crops, seed 0) and raw scores; bf16 autocast
+    on CUDA when ``cfg.amp`` (as in training); images decoded by ``cfg.workers`` processes."""
+    with autocast_context(device, cfg.amp):
+        p = predict_images(model, es.records, patch_size=model.config.img_size, test_patch_num=cfg.test_patches,
+                           seed=0, random_crop=cfg.test_random_crop, batch_size=max(64, batch_size),
+                           resize_short=es.resize_short, skip_bad=cfg.skip_bad_images, device=device,
+                           workers=cfg.workers)
     return p.pred, p.score
 
 

@@ -1,24 +1,38 @@
 """One training run: fit, evaluate every epoch, checkpoint atomically, resume exactly.
 
 Run folder (one per batch size x accumulation x LR rule x seed):
-- ``config.json``: the resolved run config (effective batch, micro-batch, LR, world size);
+- ``config.json``: the resolved run config (``run_lr`` from the LR rule, ``effective_batch``,
+  ``per_rank_batch``, ``micro_batch``, ``accumulate``, ``world_size``);
 - ``dataset.json``: dataset identity (format, root, score column, split sizes, split hash);
-- ``log.jsonl``: one line per epoch (train loss, LR, train/val/test/cross SRCC, PLCC, KRCC,
-  epoch time, samples/s, peak memory);
-- ``best.pt`` (best validation SRCC), ``last.pt``, ``epoch_NNN.pt`` (``save_every``);
-- ``train_state.pt``: model + optimizer + scheduler + history, the resume point, written
-  last each epoch (atomically), so a killed run resumes from its last complete epoch;
-- ``final.json``: status and metrics of the epoch selected on validation (test metrics
-  are those of that epoch only). Its presence marks the run finished.
+- ``log.jsonl``: one line per epoch: ``train_loss`` (patch-weighted mean of the step
+  losses), ``lr`` (LR of the epoch's first step) and ``lr_last`` (its last), ``steps``,
+  ``train``/``val``/``test``/cross ``{srcc, plcc, krcc, n}`` (test protocol), ``epoch_time_s``
+  (training + evaluation + checkpointing), ``train_time_s``, ``samples_per_s`` (training
+  patches / train_time_s, data pipeline included), ``peak_memory_bytes`` and ``memory_kind``;
+- ``best.pt`` (best validation SRCC; first epoch on ties, NaN worst), ``last.pt``,
+  ``epoch_NNN.pt`` (``save_every``): :mod:`landscape.checkpoint` files;
+- ``train_state.pt``: model + optimizer + scheduler + history + ``best_val``, ``best_epoch``,
+  ``bad_epochs`` (early-stopping counter), the resume point, written last each epoch
+  (atomically), so a killed run resumes from its last complete epoch;
+- ``final.json``: status (``finished`` | ``diverged``) and the metrics of the epoch selected
+  on validation (test metrics are those of that epoch only; ``srcc_gap`` = train SRCC -
+  test SRCC). Its presence marks the run done.
 
-Determinism: every epoch re-seeds torch from ``(seed, epoch)`` and the patch stream
-is a function of ``(seed, epoch)``, so a resumed run equals an uninterrupted one on CPU.
+Divergence: a non-finite loss (checked every step on CPU, every ``NAN_CHECK_EVERY`` steps
+on GPU to avoid a sync per step; under DDP the flag is summed over ranks) stops the run
+before anything of that epoch is written: ``last.pt``/``best.pt``/``train_state.pt`` keep
+the previous epoch, ``final.json`` says ``diverged`` and where.
+
+Determinism: every epoch re-seeds torch from ``(seed, epoch)`` (dropout, drop-path) and
+the patch stream is a function of ``(seed, epoch)``; evaluation uses no torch RNG. So
+the RNG and sampler state at an epoch boundary is a function of the epoch alone, and a
+resumed run equals an uninterrupted one bit for bit on CPU.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +40,7 @@ import torch
 
 from .. import distributed as dist
 from ..checkpoint import load_state_strict, safe_load, save_checkpoint
-from ..errors import LandscapeError, NumericsError
+from ..errors import LandscapeError
 from ..losses import IQALoss
 from ..metrics import iqa_scores
 from ..models import create_model, model_config
@@ -38,6 +52,10 @@ from .lr_rules import scaled_lr
 from .memory import memory_kind, peak_bytes, reset_peak
 from .schedule import make_scheduler
 from .step import train_step
+
+STATE_FORMAT = "landscape-train-state-v2"
+NAN_CHECK_EVERY = 20      # steps between non-finite-loss checks on GPU (each check syncs); 1 on CPU
+PROGRESS_EVERY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -112,10 +130,7 @@ def _write_log(run_dir: Path, history: list[dict]) -> None:
 
 def _select(history: list[dict]) -> dict:
     """Epoch with the best validation SRCC (first on ties); NaN counts as worst."""
-    def key(h):
-        v = h["val"]["srcc"]
-        return -math.inf if v != v else v
-    return max(history, key=key)
+    return max(history, key=_val_key)
 
 
 def final_metrics(history: list[dict], cross_names: list[str]) -> dict[str, Any]:
@@ -137,21 +152,56 @@ def final_metrics(history: list[dict], cross_names: list[str]) -> dict[str, Any]
     return m
 
 
+def check_run_dir(run_dir: Path, rcfg: dict[str, Any]) -> None:
+    """Refuse a run folder whose ``config.json`` holds another run config (names the keys)."""
+    existing = Path(run_dir) / "config.json"
+    if not existing.exists():
+        return
+    old = {k: v for k, v in read_json(existing).items() if k != "provenance"}
+    if old != rcfg:
+        diff = sorted(k for k in set(old) | set(rcfg) if old.get(k) != rcfg.get(k))
+        raise LandscapeError(f"{run_dir}: holds a run with a different config (differs in: {', '.join(diff)}); "
+                             f"use another --out or --force")
+
+
+def check_batch_fits(data: pipeline.RunData, batch_size: int, world: int = 1) -> None:
+    """A (per-rank) batch larger than the patches of one epoch is an error."""
+    per_rank, n = batch_size // world, data.min_rank_patches(world)
+    if per_rank > n:
+        shard = f" on the smallest of {world} ranks" if world > 1 else ""
+        raise LandscapeError(f"batch size {batch_size} exceeds the {n} training patches per epoch{shard} "
+                             f"({len(data.train)} images x {data.cfg.train_patches} patches)")
+
+
+def _val_key(record: dict) -> float:
+    """Selection key of an epoch: its validation SRCC, NaN counting as worst."""
+    v = record["val"]["srcc"]
+    return -math.inf if v != v else float(v)
+
+
+def _divergence_message(epoch: int, step: int, steps: int, best_epoch: int | None) -> str:
+    kept = f"last.pt is epoch {epoch - 1}" if epoch else "no checkpoint (diverged in the first epoch)"
+    best = f", best.pt epoch {best_epoch}" if best_epoch is not None else ""
+    return (f"loss became NaN/inf in epoch {epoch} (found by step {step} of {steps}); run stopped; "
+            f"last good state kept: {kept}{best}")
+
+
 def train_run(cfg: TrainConfig, spec: RunSpec, run_dir: Path, *, resume: bool = True,
               progress: Callable[[dict], None] | None = None,
               data: pipeline.RunData | None = None) -> RunResult:
-    """Train one run into ``run_dir`` (resuming from ``train_state.pt`` when present)."""
+    """Train one run into ``run_dir`` (resuming from ``train_state.pt`` when present).
+
+    ``progress`` receives ``{"epoch", "step", "steps", "loss", "samples_per_s"}`` during an
+    epoch (at most every 0.5 s) and ``{"epoch", "done": True, "loss", "val_srcc",
+    "samples_per_s"}`` after each epoch's state is stored; an exception it raises stops the
+    run exactly as a kill at that point would (the next call resumes).
+    A non-finite loss stops the run with status ``diverged`` (module docstring).
+    """
     run_dir = Path(run_dir)
     world = dist.world_size()
     rcfg = run_config(cfg, spec, world)
     main = dist.is_main()
-    existing = run_dir / "config.json"
-    if existing.exists():
-        old = read_json(existing)
-        if {k: v for k, v in old.items() if k != "provenance"} != rcfg:
-            diff = sorted(k for k in set(old) | set(rcfg) if k != "provenance" and old.get(k) != rcfg.get(k))
-            raise LandscapeError(f"{run_dir}: holds a run with a different config (differs in: {', '.join(diff)}); "
-                                 f"use another --out or --force")
+    check_run_dir(run_dir, rcfg)
     if (run_dir / "final.json").exists():
         final = read_json(run_dir / "final.json")
         return RunResult(spec.name, final["status"], "already finished", final.get("metrics", {}).get("selected_epoch"),
@@ -159,12 +209,10 @@ def train_run(cfg: TrainConfig, spec: RunSpec, run_dir: Path, *, resume: bool = 
 
     device = resolve_device(cfg.device)
     data = data or pipeline.load_run_data(cfg)
-    if spec.batch_size > data.n_train_patches:
-        raise LandscapeError(f"batch size {spec.batch_size} exceeds the {data.n_train_patches} training patches "
-                             f"per epoch ({len(data.train)} images x {cfg.train_patches} patches)")
+    check_batch_fits(data, spec.batch_size, world)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(existing, {**rcfg, "provenance": provenance()})
+        write_json(run_dir / "config.json", {**rcfg, "provenance": provenance()})
         write_json(run_dir / "dataset.json", data.identity)
 
     torch.manual_seed(spec.seed)
@@ -172,12 +220,12 @@ def train_run(cfg: TrainConfig, spec: RunSpec, run_dir: Path, *, resume: bool = 
     model = create_model(mcfg, pretrained=cfg.pretrained).to(device)
     criterion = IQALoss(cfg.ranking_alpha, cfg.ranking_margin)
     optimizer = torch.optim.AdamW(model.parameters(), lr=rcfg["run_lr"], weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(data.n_train_patches / spec.batch_size)
-    scheduler = make_scheduler(optimizer, total_steps=steps_per_epoch * cfg.epochs,
-                               warmup_steps=steps_per_epoch * cfg.warmup_epochs, kind=cfg.scheduler,
-                               steps_per_epoch=steps_per_epoch, step_size=cfg.step_size, gamma=cfg.step_gamma)
+    steps = data.steps_per_epoch(spec.batch_size, world)
+    scheduler = make_scheduler(optimizer, total_steps=steps * cfg.epochs,
+                               warmup_steps=steps * cfg.warmup_epochs, kind=cfg.scheduler,
+                               steps_per_epoch=steps, step_size=cfg.step_size, gamma=cfg.step_gamma)
     history: list[dict] = []
-    start = 0
+    best_val, best_epoch, bad_epochs, start = -math.inf, None, 0, 0
     state_path = run_dir / "train_state.pt"
     if resume and state_path.exists():
         state = safe_load(state_path, "training state")
@@ -186,13 +234,17 @@ def train_run(cfg: TrainConfig, spec: RunSpec, run_dir: Path, *, resume: bool = 
         scheduler.load_state_dict(state["scheduler"])
         history = list(state["history"])
         start = int(state["epoch"]) + 1
+        if "best_val" in state:
+            best_val, best_epoch, bad_epochs = float(state["best_val"]), state["best_epoch"], int(state["bad_epochs"])
+        elif history:                                   # v1 state files: derive from the history
+            best = _select(history)
+            best_val, best_epoch = _val_key(best), best["epoch"]
+            bad_epochs = history[-1]["epoch"] - best_epoch
     train_model = dist.wrap_ddp(model, device)
     mkind = memory_kind(device)
     meta_base = {"run": spec.name, "config": rcfg, "dataset": data.identity, "memory_kind": mkind}
-    best_val = max((h["val"]["srcc"] for h in history if h["val"]["srcc"] == h["val"]["srcc"]), default=-math.inf)
-    bad_epochs = 0
-    for h in history:
-        bad_epochs = 0 if h["val"]["srcc"] >= best_val and h is _select(history) else bad_epochs + 1
+    check_every = 1 if device.type == "cpu" else NAN_CHECK_EVERY
+    pin = device.type == "cuda"
     status, message = "finished", ""
     for epoch in range(start, cfg.epochs):
         if cfg.patience and bad_epochs >= cfg.patience:
@@ -201,40 +253,47 @@ def train_run(cfg: TrainConfig, spec: RunSpec, run_dir: Path, *, resume: bool = 
         torch.manual_seed(_epoch_seed(spec.seed, epoch))
         model.train()
         reset_peak(device)
-        t0 = time.perf_counter()
-        n_seen, loss_sum, diverged = 0, torch.zeros((), device=device), False
-        for step, (x, y) in enumerate(data.train_batches(spec, epoch, world)):
+        lr_first = lr_now = optimizer.param_groups[0]["lr"]
+        t0 = last_report = time.perf_counter()
+        n_seen, loss_sum = 0, torch.zeros((), device=device)
+        nonfinite = torch.zeros((), device=device)
+        diverged_at, step = None, 0
+        for step, (x, y) in enumerate(data.train_batches(spec, epoch, world, pin_memory=pin), start=1):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            lr_now = optimizer.param_groups[0]["lr"]
             loss = train_step(train_model, criterion, optimizer, x, y, spec.accumulate, cfg.amp, scheduler)
-            if not torch.isfinite(loss):
-                diverged = True
-                break
+            nonfinite += ~torch.isfinite(loss)
             loss_sum += loss * x.shape[0]
             n_seen += x.shape[0]
-            if progress and main and step % 5 == 0:
-                progress({"epoch": epoch, "step": step, "steps": steps_per_epoch,
-                          "loss": float(loss), "samples_per_s": n_seen * world / (time.perf_counter() - t0)})
+            if step % check_every == 0:
+                if dist.all_reduce_sum(nonfinite.clone()).item() > 0:
+                    diverged_at = step
+                    break
+                now = time.perf_counter()
+                if progress and main and now - last_report >= PROGRESS_EVERY_S:
+                    last_report = now
+                    progress({"epoch": epoch, "step": step, "steps": steps, "loss": float(loss),
+                              "samples_per_s": n_seen * world / (now - t0)})
+        if diverged_at is None and dist.all_reduce_sum(nonfinite.clone()).item() > 0:
+            diverged_at = step                      # found by the end-of-epoch check
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_time = time.perf_counter() - t0
-        if diverged:
-            status = "diverged"
-            message = (f"loss became NaN/inf at epoch {epoch} step {step}; stopped, last good checkpoint "
-                       f"kept ({'epoch %d' % (epoch - 1) if epoch else 'none'})")
+        if diverged_at is not None:
+            status, message = "diverged", _divergence_message(epoch, diverged_at, steps, best_epoch)
             break
         n_total = dist.all_reduce_sum(torch.tensor(float(n_seen), device=device)).item()
         mean_loss = dist.all_reduce_sum(loss_sum).item() / max(1.0, n_total)
         model.eval()
         metrics = evaluate_sets(model, data.eval_sets, cfg, device, max(1, spec.batch_size // world))
-        record = {"epoch": epoch, "train_loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
+        record = {"epoch": epoch, "train_loss": mean_loss, "lr": lr_first, "lr_last": lr_now, "steps": steps,
                   "epoch_time_s": time.perf_counter() - t0, "train_time_s": train_time,
                   "samples_per_s": n_total / train_time, "peak_memory_bytes": peak_bytes(device),
                   "memory_kind": mkind, **metrics}
         history.append(record)
-        improved = record["val"]["srcc"] > best_val
+        improved = best_epoch is None or _val_key(record) > best_val
         if improved:
-            best_val = record["val"]["srcc"]
-            bad_epochs = 0
+            best_val, best_epoch, bad_epochs = _val_key(record), epoch, 0
         else:
             bad_epochs += 1
         if main:
@@ -245,13 +304,15 @@ def train_run(cfg: TrainConfig, spec: RunSpec, run_dir: Path, *, resume: bool = 
             if cfg.save_every and (epoch + 1) % cfg.save_every == 0:
                 save_checkpoint(run_dir / f"epoch_{epoch:03d}.pt", model, mcfg.to_dict(), {**meta, "kind": "epoch"})
             _write_log(run_dir, history)
-            with atomic_path(state_path) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch}, tmp)
+            with atomic_path(state_path) as tmp:   # the resume point: written last
+                torch.save({"format": STATE_FORMAT, "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "history": history, "epoch": epoch, "best_val": best_val,
+                            "best_epoch": best_epoch, "bad_epochs": bad_epochs}, tmp)
+        dist.barrier()
         if progress and main:
             progress({"epoch": epoch, "done": True, "loss": mean_loss, "val_srcc": record["val"]["srcc"],
                       "samples_per_s": record["samples_per_s"]})
-        dist.barrier()
     if not history:
         result = RunResult(spec.name, status if status != "finished" else "failed", message or "no epoch completed")
     else:

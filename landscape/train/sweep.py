@@ -4,21 +4,31 @@
 run status lives in each run's ``final.json``, so job-array members (``--only``)
 never race on a shared file. An output folder that holds another sweep, or any
 other content, is refused unless ``force`` is given (which clears it first).
+
+Everything that can be checked before training is checked before the first run
+starts: config, dataset, batch size against the patches of one epoch, divisibility
+by accumulation x world size, the output folder and each run folder's config. A run
+that diverges (NaN/inf loss) or runs out of GPU memory is reported and the sweep goes
+on; a diverged run has a ``final.json`` (re-running it would diverge again), an
+out-of-memory run has none (it is retried by the next call).
 """
 from __future__ import annotations
 
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .. import distributed as dist
 from ..errors import LandscapeError
 from ..provenance import provenance
 from ..store import read_json, write_json
 from .config import TrainConfig
-from .run import RunResult, RunSpec, train_run
+from .run import RunResult, RunSpec, check_batch_fits, check_run_dir, run_config, train_run
 
 MANIFEST = "sweep.json"
 KIND = "landscape-sweep"
@@ -82,7 +92,7 @@ class _Bar:
         post = {"loss": f"{info['loss']:.4f}", "samples/s": f"{info['samples_per_s']:.0f}"}
         if info.get("done"):
             post["val_srcc"] = f"{info['val_srcc']:.3f}"
-            self.bar.update(1)
+            self.bar.n = info["epoch"] + 1   # also right after a resume
         else:
             post["step"] = f"{info['step']}/{info['steps']}"
         self.bar.set_postfix(post, refresh=True)
@@ -101,19 +111,28 @@ def run_sweep(cfg: TrainConfig, out: Path, *, force: bool = False, only: list[in
         bad = [i for i in only if not 0 <= i < len(specs)]
         if bad:
             raise LandscapeError(f"--only {bad[0]}: the sweep has runs 0..{len(specs) - 1} (see --list)")
-    max_batch = max(cfg.batch_sizes)
+    chosen = [(i, s) for i, s in enumerate(specs) if only is None or i in only]
+    world = dist.world_size()
+    for _, spec in chosen:
+        run_config(cfg, spec, world)          # divisibility by accumulate x world size
     data = pipeline.load_run_data(cfg)
-    if max_batch > data.n_train_patches:
-        raise LandscapeError(f"batch size {max_batch} exceeds the {data.n_train_patches} training patches per "
-                             f"epoch ({len(data.train)} images x {cfg.train_patches} patches)")
+    check_batch_fits(data, max(s.batch_size for _, s in chosen), world)
     prepare_output(cfg, out, force)
+    for _, spec in chosen:
+        check_run_dir(Path(out) / spec.name, run_config(cfg, spec, world))
     results = []
-    for i, spec in enumerate(specs):
-        if only is not None and i not in only:
-            continue
+    for i, spec in chosen:
         bar = _Bar(spec.name, cfg.epochs) if progress else None
         try:
             res = train_run(cfg, spec, Path(out) / spec.name, resume=resume, progress=bar, data=data)
+        except torch.OutOfMemoryError as e:
+            if dist.is_initialized():   # the other ranks cannot skip this run in step
+                raise
+            first = str(e).splitlines()[0] if str(e) else "out of memory"
+            res = RunResult(spec.name, "failed", f"out of memory ({first[:200]})")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            warnings.warn(f"{spec.name}: {res.message}", stacklevel=2)
         finally:
             if bar:
                 bar.close()
