@@ -1,0 +1,112 @@
+"""``landscape demo``: the main job on the embedded synthetic dataset, end to end.
+
+Steps (each resumable; re-running skips what is done): generate the synthetic IQA
+dataset -> plan the batch sizes -> train a sweep (4 batch sizes x 2 seeds, micro
+Swin) -> Hessian top-k, trace and density -> sharpness suite -> 2D surfaces of the
+smallest and largest batch -> 1D interpolation between them -> report.
+
+``quick`` shrinks every step (fewer images, epochs, samples, grid points) so the
+whole run fits in about 3 minutes on a 2-core CPU; the full demo fits in about 15.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from . import workflows
+from .data import ensure_synthetic
+from .train.config import TrainConfig
+from .train.sweep import expand_sweep, run_sweep
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of each step (``QUICK`` and ``FULL`` below)."""
+
+    n_references: int
+    image_size: int
+    epochs: int
+    train_patches: int
+    test_patches: int
+    train_eval_images: int
+    analysis_samples: int
+    top_k: int
+    trace_matvecs: int
+    density_steps: int
+    keskar_spaces: tuple[str, ...]
+    grid: str
+    alpha: str
+    pacbayes_depth: int
+    pacbayes_samples: int
+    noise_repeats: int
+    plan_steps: int
+
+
+QUICK = DemoSettings(n_references=12, image_size=72, epochs=3, train_patches=2, test_patches=2,
+                     train_eval_images=64, analysis_samples=32, top_k=1, trace_matvecs=8, density_steps=10,
+                     keskar_spaces=("random",), grid="-1:1:5", alpha="-1:2:7", pacbayes_depth=6,
+                     pacbayes_samples=3, noise_repeats=8, plan_steps=2)
+FULL = DemoSettings(n_references=48, image_size=80, epochs=8, train_patches=2, test_patches=2,
+                    train_eval_images=128, analysis_samples=128, top_k=3, trace_matvecs=30, density_steps=30,
+                    keskar_spaces=("full", "random"), grid="-1:1:11", alpha="-1:2:13", pacbayes_depth=10,
+                    pacbayes_samples=5, noise_repeats=20, plan_steps=3)
+
+BATCH_SIZES = (8, 16, 32, 64)
+SEEDS = (0, 1)
+
+
+def demo_config(data_dir: Path, s: DemoSettings) -> TrainConfig:
+    return TrainConfig(dataset=f"synthetic:{data_dir}", model="micro", batch_sizes=list(BATCH_SIZES),
+                       seeds=list(SEEDS), lr_scaling=["sqrt"], lr=1e-3, reference_batch=32, epochs=s.epochs,
+                       patience=0, train_patches=s.train_patches, test_patches=s.test_patches,
+                       weight_decay=0.05, scheduler="cosine", warmup_epochs=1, train_eval_images=s.train_eval_images,
+                       device="cpu").validate()
+
+
+def run_demo(out: Path, *, quick: bool = False, echo: Callable[[str], None] = print, progress: bool = True):
+    """Run every step into ``out`` (``data/``, ``sweep/``, ``report/``); returns the report result."""
+    from . import sharpness as S
+    from .plan import run_plan
+    from .report.build import build_report
+
+    s = QUICK if quick else FULL
+    out = Path(out)
+    t0 = time.perf_counter()
+
+    def step(name: str) -> None:
+        echo(f"[demo {time.perf_counter() - t0:6.1f} s] {name}")
+
+    step("synthetic dataset")
+    data_dir = ensure_synthetic(out / "data", seed=0, n_references=s.n_references, size=s.image_size)
+    cfg = demo_config(data_dir, s)
+    sweep = out / "sweep"
+    step(f"training {len(expand_sweep(cfg))} runs (batch sizes {BATCH_SIZES} x seeds {SEEDS})")
+    run_sweep(cfg, sweep, progress=progress, echo=echo)
+    step("plan (speed, memory, B_simple per batch size)")
+    run_plan(cfg, list(BATCH_SIZES), steps=s.plan_steps, warmup=1, noise_repeats=s.noise_repeats,
+             noise_b_small=4, noise_b_big=64, noise_pool=256, out_dir=sweep / "plan", echo=None)
+    opts = workflows.AnalysisOptions(subsets=("train",), samples=s.analysis_samples, batch_size=64, device="cpu")
+    step("Hessian: top-k eigenvalues, trace, spectral density")
+    workflows.hessian([sweep], opts, top_k=s.top_k, trace_matvecs=s.trace_matvecs, density=True,
+                      density_runs=2, density_steps=s.density_steps)
+    step("sharpness: Keskar, adaptive, average, PAC-Bayes, noise scale")
+    workflows.sharpness([sweep], opts, eps=(1e-3,), keskar_spaces=s.keskar_spaces, rho_linf=(2e-3,),
+                        rho_l2=(1.0,), rho_average=(0.1,),
+                        adaptive=replace(S.AdaptiveConfig(), m=s.analysis_samples, n_iter=10),
+                        pacbayes=replace(S.PacBayesConfig(), depth=s.pacbayes_depth, n_samples=s.pacbayes_samples),
+                        noise=replace(S.NoiseConfig(), b_small=4, b_big=s.analysis_samples,
+                                      n_repeats=s.noise_repeats))
+    runs = {(r.batch_size, r.seed): sweep / r.name for r in expand_sweep(cfg)}
+    small, large = runs[(min(BATCH_SIZES), SEEDS[0])], runs[(max(BATCH_SIZES), SEEDS[0])]
+    surf_opts = replace(opts, subsets=("train", "test"))
+    for run in (small, large):
+        step(f"2D surface {s.grid} x {s.grid}: {run.name}")
+        workflows.surface(run, surf_opts, grid=s.grid, progress=progress)
+    step(f"1D interpolation {small.name} -> {large.name}")
+    workflows.interpolation(small, large, surf_opts, alpha=s.alpha, progress=progress)
+    step("report")
+    result = build_report(sweep, out / "report", log=echo)
+    step(f"done: {result.index}")
+    return result
