@@ -1,28 +1,68 @@
-"""torch.distributed helpers (launched by ``torchrun``): gloo on CPU, NCCL on GPUs.
+"""torch.distributed (launched by ``torchrun``): process group, collectives, data-parallel analysis.
 
-Every function is a no-op returning the single-process answer when no process
-group is initialised, so library code calls them unconditionally.
+Every function is a no-op returning the single-process answer when no process group is
+initialised, so library code calls them unconditionally. Backend: NCCL on GPUs, gloo on
+CPU. Collectives on CPU tensors also work under NCCL (they travel through the rank's GPU).
+
+Data parallelism of the analyzers (one model replica per rank; the data split by batch,
+never inside a batch, so a pairwise ranking term sees the same pairs as in one process):
+
+- :class:`ShardedBatches`: rank ``r``'s batches ``b`` with ``b % world == r`` of a global
+  list of ``B`` batches, with every batch size known on every rank. A full-data mean
+  ``L = sum_b (n_b / N) l_b`` is ``all_reduce(sum_{b on r} (n_b / N) l_b)``; gradients and
+  Hessian-vector products likewise (one all-reduce per evaluation). All ranks receive the
+  same reduced numbers, so iterative methods (Lanczos, L-BFGS-B, bisections) take the same
+  path on every rank, and the result equals the single-process one up to the order of the
+  float summation.
+- :class:`DataParallelHessian`: ``H V = sum_r (N_r / N) H_r V`` with ``H_r`` the Hessian
+  of the mean loss over rank ``r``'s ``N_r`` examples (a local
+  :class:`landscape.hessian.HessianOperator`); ``weight_decay * V`` added once.
+- :func:`parallel_hessian`: top-k eigenvalues, trace and density on that operator, stored
+  by rank 0 and resumed like :func:`landscape.hessian.analyze_hessian`.
+- :func:`map_units`: independent work units (m-sharpness chunks, noise-scale repeats)
+  round-robin over ranks, results gathered in unit order.
 """
 from __future__ import annotations
 
+import datetime
 import os
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import torch
 import torch.distributed as tdist
 
+from .errors import LandscapeError, NumericsError
+
+T = TypeVar("T")
+Batch = tuple[torch.Tensor, torch.Tensor]
+TIMEOUT_ENV = "LANDSCAPE_DIST_TIMEOUT_S"
+
+
+# ----------------------------------------------------------------------------- process group
 
 def is_initialized() -> bool:
     return tdist.is_available() and tdist.is_initialized()
 
 
 def init_from_env(device: str = "auto") -> bool:
-    """Initialise the default group when launched by torchrun (``WORLD_SIZE`` > 1)."""
+    """Initialise the default group when launched by torchrun (``WORLD_SIZE`` > 1).
+
+    NCCL when CUDA is available and ``device`` is not ``cpu`` (each rank on GPU
+    ``LOCAL_RANK``), else gloo. Collective timeout: ``$LANDSCAPE_DIST_TIMEOUT_S`` seconds
+    when set, else torch's default. Returns whether a group is initialised.
+    """
     if is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return is_initialized()
     use_cuda = device != "cpu" and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    tdist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    kw: dict[str, Any] = {}
+    if os.environ.get(TIMEOUT_ENV):
+        try:
+            kw["timeout"] = datetime.timedelta(seconds=float(os.environ[TIMEOUT_ENV]))
+        except ValueError:
+            raise LandscapeError(f"{TIMEOUT_ENV}={os.environ[TIMEOUT_ENV]!r} is not a number of seconds") from None
+    tdist.init_process_group(backend="nccl" if use_cuda else "gloo", **kw)
     return True
 
 
@@ -43,11 +83,43 @@ def barrier() -> None:
         tdist.barrier()
 
 
+def _comm_device() -> torch.device:
+    """Where collectives need their tensors: the rank's GPU under NCCL, else the CPU."""
+    if is_initialized() and tdist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks, in place; returns the tensor."""
-    if is_initialized():
+    """Sum over ranks, in place; returns the tensor (every rank gets the same values)."""
+    if not is_initialized():
+        return tensor
+    dev = _comm_device()
+    if tensor.device == dev or (dev.type == "cuda" and tensor.device.type == "cuda"):
         tdist.all_reduce(tensor, op=tdist.ReduceOp.SUM)
+    else:
+        moved = tensor.to(dev)
+        tdist.all_reduce(moved, op=tdist.ReduceOp.SUM)
+        tensor.copy_(moved)
     return tensor
+
+
+def broadcast_object(obj: T, src: int = 0) -> T:
+    """Rank ``src``'s ``obj`` (any picklable object) on every rank."""
+    if not is_initialized():
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (picklable objects)."""
+    if not is_initialized():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    tdist.all_gather_object(out, obj)
+    return out
 
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -56,3 +128,349 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+# ----------------------------------------------------------------------------- work units
+
+def units_for_rank(n_units: int, rank_: int | None = None, world: int | None = None) -> range:
+    """Units ``{i < n_units : i % world == rank}`` (round-robin: balanced when cost drifts with i)."""
+    r, w = rank() if rank_ is None else rank_, world_size() if world is None else world
+    return range(r, n_units, w)
+
+
+def map_units(n_units: int, fn: Callable[[int], T]) -> list[T]:
+    """``[fn(0), ..., fn(n_units - 1)]`` with the units split round-robin over ranks.
+
+    Each rank computes its units, then one all-gather (pickled results) gives every rank the
+    full list in unit order. ``fn`` must not use collectives. An exception on one rank is
+    raised on every rank (the others as :class:`LandscapeError` naming the rank), so no rank
+    is left waiting.
+    """
+    mine: dict[int, Any] = {}
+    error: BaseException | None = None
+    try:
+        for i in units_for_rank(n_units):
+            mine[i] = fn(i)
+    except Exception as e:  # re-raised below, after the others know
+        error = e
+    gathered = all_gather_objects((mine, None if error is None else f"{type(error).__name__}: {error}"))
+    if error is not None:
+        raise error
+    for r, (_, msg) in enumerate(gathered):
+        if msg is not None:
+            raise LandscapeError(f"rank {r} failed: {msg}")
+    merged: dict[int, Any] = {}
+    for part, _ in gathered:
+        merged.update(part)
+    return [merged[i] for i in range(n_units)]
+
+
+# ----------------------------------------------------------------------------- sharded data
+
+class ShardedBatches(list):
+    """This rank's batches (the list's items) of a global list of ``(inputs, targets)`` batches.
+
+    ``index[j]``: global position of local batch ``j``; ``sizes``: the size of every global
+    batch (the same on all ranks), so ``N = sum(sizes)`` and the full-data weight of a local
+    batch ``n_b / N`` are known without communication. ``full``: the global list when this
+    rank holds it (:func:`shard_batches`), else gathered on first use (:meth:`gathered`).
+    A rank may hold no batch (it then adds zeros to the reductions).
+    """
+
+    def __init__(self, local: Iterable[Batch], index: Sequence[int], sizes: Sequence[int],
+                 full: Sequence[Batch] | None = None):
+        super().__init__(local)
+        self.index = [int(i) for i in index]
+        self.sizes = [int(s) for s in sizes]
+        self.full = None if full is None else list(full)
+        if len(self.index) != len(self):
+            raise LandscapeError(f"ShardedBatches: {len(self)} local batches but {len(self.index)} indices")
+        if self.n_total <= 0:
+            raise LandscapeError("no data: the global batch list is empty")
+
+    @property
+    def n_total(self) -> int:
+        """``N``: examples over all ranks."""
+        return sum(self.sizes)
+
+    @property
+    def n_local(self) -> int:
+        return sum(self.sizes[i] for i in self.index)
+
+    def offsets(self) -> list[int]:
+        """Global position of the first example of each local batch."""
+        starts, acc = [], 0
+        for s in self.sizes:
+            starts.append(acc)
+            acc += s
+        return [starts[i] for i in self.index]
+
+    def weights(self) -> list[float]:
+        """``n_b / N`` of each local batch (global ``N``)."""
+        n = self.n_total
+        return [self.sizes[i] / n for i in self.index]
+
+    def _like(self, local: Iterable[Batch], index: Sequence[int], sizes: Sequence[int],
+              full: Sequence[Batch] | None) -> "ShardedBatches":
+        return ShardedBatches(local, index, sizes, full)
+
+    def to(self, device: torch.device | str | None) -> "ShardedBatches":
+        """Local batches moved to ``device`` (``full`` stays where it is)."""
+        if device is None:
+            return self
+        local = [(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in self]
+        return self._like(local, self.index, self.sizes, self.full)
+
+    def take(self, limit: int) -> "ShardedBatches":
+        """The first ``limit`` examples of the global list (batch boundaries kept)."""
+        starts = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
+        sizes = [max(0, min(s, limit - a)) for s, a in zip(self.sizes, starts)]
+        keep = sum(1 for s in sizes if s > 0)
+        local, index = [], []
+        for (x, y), i in zip(self, self.index):
+            if i < keep:
+                k = sizes[i]
+                local.append((x[:k], y[:k]) if k < x.shape[0] else (x, y))
+                index.append(i)
+        full = None
+        if self.full is not None:
+            full = [(x[:k], y[:k]) if k < x.shape[0] else (x, y) for (x, y), k in zip(self.full, sizes) if k > 0]
+        return self._like(local, index, sizes[:keep], full)
+
+    def assemble(self, parts: Sequence[torch.Tensor] | None) -> torch.Tensor | None:
+        """One value per example of each local batch -> the global ``[N]`` vector (float64, CPU), on every rank.
+
+        Each rank writes its examples at their global positions of a zero vector; the
+        all-reduced sum is exact (every position has one nonzero term). ``parts=None`` on
+        any rank (values not available there) gives None on every rank.
+        """
+        n = self.n_total
+        buf = torch.zeros(n + 1, dtype=torch.float64, device=_comm_device())
+        if parts is None:
+            buf[n] = 1.0
+        else:
+            for part, start in zip(parts, self.offsets()):
+                buf[start:start + part.numel()] = part.reshape(-1).to(buf.device, torch.float64)
+        all_reduce_sum(buf)
+        return None if buf[n].item() > 0 else buf[:n].cpu()
+
+    def gathered(self) -> list[Batch]:
+        """The global batch list on this rank (``full``, or gathered once from all ranks)."""
+        if self.full is None:
+            parts = all_gather_objects([(i, x.cpu(), y.cpu()) for i, (x, y) in zip(self.index, self)])
+            by_index = {i: (x, y) for part in parts for i, x, y in part}
+            self.full = [by_index[i] for i in range(len(self.sizes))]
+        return self.full
+
+
+def shard_batches(batches: Sequence[Batch], rank_: int | None = None, world: int | None = None) -> ShardedBatches:
+    """Rank ``rank``'s batches ``b % world == rank`` of the global list ``batches`` (the same on every rank).
+
+    Needs at least one batch per rank (fewer batches than ranks would leave a rank idle and
+    the split pointless): error otherwise, naming the counts.
+    """
+    r, w = rank() if rank_ is None else rank_, world_size() if world is None else world
+    batches = list(batches)
+    if w > 1 and len(batches) < w:
+        raise LandscapeError(f"{len(batches)} batches for {w} ranks: data parallelism needs at least one batch "
+                             f"per rank (use a smaller --batch-size or more --samples)")
+    for i, item in enumerate(batches):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise LandscapeError(f"batch {i} is not an (inputs, targets) pair")
+    index = list(range(r, len(batches), w))
+    return ShardedBatches([tuple(batches[i]) for i in index], index, [int(x.shape[0]) for x, _ in batches],
+                          full=batches)
+
+
+# ----------------------------------------------------------------------------- Hessian
+
+class DataParallelHessian:
+    """``H @ V`` of the full-data loss with the batches split across ranks (module docstring).
+
+    ``batches``: this rank's batches (a :class:`ShardedBatches`, or a plain list: ``N`` is
+    then the all-reduced count). Same constructor options as
+    :class:`landscape.hessian.HessianOperator`; exposes what its estimators use (``matmat``,
+    ``n``, ``dtype``, ``device``, ``mode``, ``weight_decay``, ``block``, ``n_matvecs``,
+    ``loss``, ``n_samples``, ``restrict``, ``release``), so
+    :func:`~landscape.hessian.top_eigenvalues`, :func:`~landscape.hessian.hessian_trace` and
+    :func:`~landscape.hessian.spectral_density` run on it unchanged, on every rank together.
+    Every product is a collective: all ranks must call it with the same ``V``.
+    A non-finite loss on any rank raises :class:`NumericsError` on every rank.
+    """
+
+    def __init__(self, model: torch.nn.Module, criterion: Callable, batches: Sequence[Batch], *,
+                 train: bool = False, weight_decay: float = 0.0, params: Sequence[str] | None = None,
+                 max_retained_batches: int | None = None, retain_fraction: float = 0.3,
+                 _local: Any = None, _share: float | None = None, _n_total: int | None = None):
+        from .hessian import HessianOperator
+
+        if _local is None:
+            if not len(batches):
+                raise LandscapeError(f"rank {rank()} holds no batch: data parallelism needs one batch per rank")
+            _local = HessianOperator(model, criterion, list(batches), train=train, weight_decay=0.0,
+                                     params=params, max_retained_batches=max_retained_batches,
+                                     retain_fraction=retain_fraction)
+            n_local = _local.n_samples
+            if isinstance(batches, ShardedBatches):
+                _n_total = batches.n_total
+            else:
+                _n_total = int(all_reduce_sum(torch.tensor(float(n_local), dtype=torch.float64)).item())
+            _share = n_local / _n_total
+        self.local, self.share, self._n_total = _local, float(_share), int(_n_total)
+        self.weight_decay = float(weight_decay)
+        self.n, self.dtype, self.device = _local.n, _local.dtype, _local.device
+        self.n_matvecs = 0
+        self._loss: float | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.local.mode
+
+    @property
+    def block(self) -> str | None:
+        return self.local.block
+
+    @property
+    def param_names(self) -> list[str]:
+        return self.local.param_names
+
+    @property
+    def n_samples(self) -> int:
+        return self._n_total
+
+    @property
+    def loss(self) -> float | None:
+        """Full-data loss ``sum_r (N_r / N) L_r`` (known after the first product)."""
+        return self._loss
+
+    def restrict(self, params: Sequence[str], block: str | None = None) -> "DataParallelHessian":
+        """Diagonal block ``H[params, params]``, sharing data and kept graphs."""
+        return DataParallelHessian(None, None, (), weight_decay=self.weight_decay,
+                                   _local=self.local.restrict(params, block=block), _share=self.share,
+                                   _n_total=self._n_total)
+
+    def release(self) -> None:
+        self.local.release()
+
+    def __enter__(self) -> "DataParallelHessian":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``H @ V`` for ``V`` of shape ``[n, m]`` (or ``[n]``): one local product, one all-reduce."""
+        vec = V.dim() == 1
+        V2 = V[:, None] if vec else V
+        try:
+            hv = self.local.matmat(V2)
+            loss, bad = float(self.local.loss), 0.0
+        except NumericsError:
+            hv, loss, bad = torch.zeros(V2.shape, dtype=self.dtype, device=self.device), 0.0, 1.0
+        m = hv.shape[1]
+        buf = torch.cat([hv.reshape(-1) * self.share,
+                         torch.tensor([loss * self.share, bad], dtype=hv.dtype, device=hv.device)])
+        all_reduce_sum(buf)
+        if buf[-1].item() > 0:
+            raise NumericsError(f"Hessian: the loss is not finite on {int(buf[-1].item())} rank(s)")
+        if self._loss is None:
+            self._loss = float(buf[-2])
+        out = buf[:-2].view(self.n, m)
+        if self.weight_decay:
+            out.add_(V2.to(device=out.device, dtype=out.dtype), alpha=self.weight_decay)
+        self.n_matvecs += m
+        return out[:, 0] if vec else out
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self.matmat(v)
+
+    def dense(self) -> torch.Tensor:
+        """The full ``n x n`` matrix (``n`` products; for tests on tiny models)."""
+        return self.matmat(torch.eye(self.n, device=self.device, dtype=self.dtype))
+
+
+def _data_hash(batches: Sequence[Batch]) -> str:
+    from .provenance import hash_state
+
+    full = batches.gathered() if isinstance(batches, ShardedBatches) else batches
+    return hash_state({f"{i:06d}.{p}": t for i, (x, y) in enumerate(full) for p, t in (("x", x), ("y", y))})
+
+
+def parallel_hessian(model: torch.nn.Module, criterion: Callable, batches: Sequence[Batch], *,
+                     top_k: int = 5, which: str = "LA", tol: float = 1e-3, max_iter: int = 200,
+                     trace: bool = True, trace_method: str = "hutch++", trace_matvecs: int = 60,
+                     density: bool = False, density_runs: int = 4, density_steps: int = 60,
+                     blocks: str | Mapping[str, Sequence[str]] | None = None,
+                     weight_decay: float = 0.0, train: bool = False, seed: int = 0,
+                     max_retained_batches: int | None = None, block_size: int | None = None,
+                     h5_path: str | os.PathLike | None = None, provenance: Mapping[str, Any] | None = None,
+                     group: str = "hessian"):
+    """Top-k eigenvalues, trace and density of the full-data Hessian, data-parallel over ranks.
+
+    ``batches``: this rank's shard (:func:`shard_batches` of the global list). The estimators
+    of :mod:`landscape.hessian` run on :class:`DataParallelHessian` on every rank with the
+    same seeds, so every rank holds the same :class:`~landscape.hessian.HessianAnalysis`;
+    it equals the single-process result within float summation error. With ``h5_path`` each
+    part is written by rank 0 (``save_hessian_result``, same layout as ``analyze_hessian``)
+    as soon as it is done, keyed by ``content_key`` of its settings, the model state hash and
+    the global data hash; a part stored with that key is loaded (rank 0 decides, all follow).
+    """
+    from . import hessian as H
+    from .params import check_finite_parameters
+    from .provenance import content_key, hash_state
+    from .provenance import provenance as make_provenance
+
+    check_finite_parameters(model)
+    op = DataParallelHessian(model, criterion, batches, train=train, weight_decay=weight_decay,
+                             max_retained_batches=max_retained_batches)
+    if top_k and top_k > op.n:
+        raise LandscapeError(f"top_k={top_k} exceeds the number of parameters ({op.n})")
+    targets: list[tuple[str | None, Any]] = [(None, op)]
+    if blocks is not None:
+        targets += [(name, op.restrict(names, block=name))
+                    for name, names in H.parameter_groups(model, blocks).items()]
+    prov = {k: v for k, v in dict(provenance or {}).items() if k not in ("created_utc", "versions")}
+    base = {"model": hash_state(model.state_dict()), "data": _data_hash(batches), "mode": op.mode,
+            "weight_decay": op.weight_decay, "user": prov, "engine": "data-parallel"}
+    specs = {
+        "topk": dict(k=top_k, which=which, tol=tol, max_iter=max_iter, seed=seed) if top_k else None,
+        "trace": dict(method=trace_method, n_matvecs=trace_matvecs, seed=seed) if trace else None,
+        "density": dict(n_runs=density_runs, steps=density_steps, seed=seed) if density else None,
+    }
+    runners = {
+        "topk": lambda o: H.top_eigenvalues(o, top_k, which=which, tol=tol, max_iter=max_iter, seed=seed),
+        "trace": lambda o: H.hessian_trace(o, method=trace_method, n_matvecs=trace_matvecs, seed=seed,
+                                           block_size=block_size),
+        "density": lambda o: H.spectral_density(o, n_runs=density_runs, steps=density_steps, seed=seed),
+    }
+    top = H.HessianAnalysis(mode=op.mode, n_params=op.n)
+    total = 0
+    with op:
+        for name, o in targets:
+            res = top if name is None else H.HessianAnalysis(mode=o.mode, n_params=o.n)
+            for part, spec in specs.items():
+                if spec is None:
+                    continue
+                key = content_key({**base, "part": part, "block": name or "", **spec})
+                stored = None
+                if h5_path is not None and is_main() and H.stored_key(h5_path, part, block=name, group=group) == key:
+                    stored = H.load_hessian_result(h5_path, part, block=name, group=group)[0]
+                stored = broadcast_object(stored)
+                if stored is not None:
+                    setattr(res, part, stored)
+                    top.loaded.append(f"blocks/{name}/{part}" if name else part)
+                    continue
+                value = runners[part](o)
+                total += value.n_matvecs
+                setattr(res, part, value)
+                if h5_path is not None and is_main():
+                    info = make_provenance(**prov, method=f"hessian/{part}", settings=spec, engine="data-parallel",
+                                           world_size=world_size(), model_hash=base["model"], data_hash=base["data"],
+                                           n_samples=op.n_samples, loss=op.loss, mode=op.mode,
+                                           weight_decay=op.weight_decay, block=name or "")
+                    H.save_hessian_result(h5_path, value, info, key=key, group=group)
+            if name is not None:
+                top.blocks[name] = res
+    top.loss = op.loss
+    top.n_matvecs = total
+    return top

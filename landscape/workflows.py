@@ -4,16 +4,32 @@ The glue shared by ``landscape analyze ...`` and ``landscape demo``: each functi
 takes run folders (or checkpoint files) and :class:`AnalysisOptions`, loads the
 analysis input (:func:`landscape.runs.load_analysis_input`), calls the library
 analyzer with storage into the run's HDF5 files, and returns the results.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) every function joins the process group itself
+(:func:`landscape.distributed.init_from_env`) and runs data-parallel: the Hessian and the
+sharpness measures split the analysis batches over ranks (results equal the
+single-process ones within float summation error; rank 0 writes), grids split their
+cells (each rank writes its own shard file, rank 0 merges the shards into the one
+result file at the end). Logs and progress bars come from rank 0 only.
+
+Each run's ``analysis.h5`` is locked (:func:`landscape.store.exclusive`, rank 0) for the
+whole Hessian or sharpness analysis of that run: a second process analysing the same run
+stops at once with an "in use" error instead of racing on the file; the kernel drops the
+lock with its process, so a killed analysis can be resumed at once. Parts already stored
+are reused, and the log says how many were reused and how many computed.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from . import distributed as dist
 from .errors import LandscapeError
 from .runs import AnalysisInput, load_analysis_input, resolve_checkpoint
+from .store import exclusive
 from .tables import fmt
 
 
@@ -64,6 +80,61 @@ def cell_progress(total: int, label: str, enabled: bool = True):
     return callback, bar.close
 
 
+def join_process_group(opts: AnalysisOptions, log: Callable[[str], None]) -> Callable[[str], None]:
+    """Join the torchrun process group (if launched so); returns ``log`` on rank 0, a no-op elsewhere."""
+    dist.init_from_env(opts.device)
+    return log if dist.is_main() else (lambda m: None)
+
+
+def sharded_grid(compute: Callable[..., Any], n_cells: int, label: str, progress: bool = True) -> Any:
+    """Run a resumable grid: ``compute(rank=, world=, callback=)`` on this rank's cells.
+
+    One process: the result file itself. Under torchrun each rank computes and writes its
+    own shard (no rank waits on another per cell); after the last cell the ranks meet once,
+    rank 0 merges the shards into the one result file (cells of an earlier merge kept), and
+    every rank returns the merged contents (``computed_now`` summed over ranks).
+    """
+    import torch
+
+    from .surface import load_surface
+    from .surface.storage import main_path, merge_rank_shards
+
+    world, rank = dist.world_size(), dist.rank()
+    cb, close = cell_progress(len(range(rank, n_cells, world)), label, progress and dist.is_main())
+    try:
+        res = compute(rank=rank, world=world, callback=cb)
+    finally:
+        close()
+    if world == 1:
+        return res
+    dist.barrier()
+    path = main_path(res.path)
+    if dist.is_main():
+        merge_rank_shards(path, world)
+    dist.barrier()
+    merged = load_surface(path)
+    merged.computed_now = int(dist.all_reduce_sum(torch.tensor([float(res.computed_now)]))[0].item())
+    merged.seconds = res.seconds
+    return merged
+
+
+def _analysis_lock(inp: AnalysisInput):
+    """Rank 0 holds the run's ``analysis.h5`` for a whole analysis (module docstring)."""
+    return exclusive(inp.analysis_path) if dist.is_main() else contextlib.nullcontext()
+
+
+def _hessian_parts_line(out: Any) -> str:
+    """``reused N stored part(s) (...); computed M now (...)`` of a :class:`~landscape.hessian.HessianAnalysis`."""
+    computed = []
+    for name, res in [(None, out), *out.blocks.items()]:
+        for part in ("topk", "trace", "density"):
+            label = f"blocks/{name}/{part}" if name else part
+            if getattr(res, part, None) is not None and label not in out.loaded:
+                computed.append(label)
+    return (f"reused {len(out.loaded)} stored part(s) ({', '.join(out.loaded) or '-'}); "
+            f"computed {len(computed)} now ({', '.join(computed) or '-'})")
+
+
 def _eval_sets(inp: AnalysisInput) -> tuple[dict, dict]:
     subsets = list(inp.batches)
     return ({s: inp.batches[s] for s in subsets},
@@ -77,19 +148,31 @@ def hessian(paths: Sequence[Path], opts: AnalysisOptions, *, engine: str = "land
 
     if engine not in ("landscape", "pyhessian"):
         raise LandscapeError(f"unknown --engine '{engine}' (valid: landscape, pyhessian)")
+    log = join_process_group(opts, log)
+    world = dist.world_size()
+    if world > 1 and engine == "pyhessian":
+        raise LandscapeError("--engine pyhessian runs in one process; launch it without torchrun")
     rows = []
     for inp in analysis_inputs(paths, opts, log):
         data = inp.batches[opts.subsets[0]]
-        if engine == "pyhessian":
-            topk = H.pyhessian_top_eigenvalues(inp.model, inp.criterion, data, top_n=max(1, kwargs.get("top_k", 1)),
-                                               tol=kwargs.get("tol", 1e-3), seed=opts.seed)
-            H.save_hessian_result(inp.analysis_path, topk, {**inp.provenance, "engine": "pyhessian"},
-                                  group="hessian_pyhessian")
-            tr = None
-        else:
-            out = H.analyze_hessian(inp.model, inp.criterion, data, seed=opts.seed, h5_path=inp.analysis_path,
-                                    provenance=inp.provenance, **kwargs)
-            topk, tr = out.topk, out.trace
+        with _analysis_lock(inp):
+            if world > 1:
+                out = dist.parallel_hessian(inp.model, inp.criterion, dist.shard_batches(data), seed=opts.seed,
+                                            h5_path=inp.analysis_path, provenance=inp.provenance, **kwargs)
+                topk, tr = out.topk, out.trace
+                log(f"  {_hessian_parts_line(out)}")
+            elif engine == "pyhessian":
+                topk = H.pyhessian_top_eigenvalues(inp.model, inp.criterion, data,
+                                                   top_n=max(1, kwargs.get("top_k", 1)),
+                                                   tol=kwargs.get("tol", 1e-3), seed=opts.seed)
+                H.save_hessian_result(inp.analysis_path, topk, {**inp.provenance, "engine": "pyhessian"},
+                                      group="hessian_pyhessian")
+                tr = None
+            else:
+                out = H.analyze_hessian(inp.model, inp.criterion, data, seed=opts.seed, h5_path=inp.analysis_path,
+                                        provenance=inp.provenance, **kwargs)
+                topk, tr = out.topk, out.trace
+                log(f"  {_hessian_parts_line(out)}")
         row = {"run": inp.run_dir.name, "engine": engine}
         if topk is not None:
             row.update({"lambda_1": fmt(float(topk.eigenvalues[0]), float(topk.residuals[0])),
@@ -107,11 +190,16 @@ def sharpness(paths: Sequence[Path], opts: AnalysisOptions, *, log: Callable[[st
     """Sharpness suite of each run (``kwargs`` go to :func:`landscape.sharpness.analyze_sharpness`)."""
     from . import sharpness as S
 
+    log = join_process_group(opts, log)
     rows = []
     for inp in analysis_inputs(paths, opts, log):
-        suite = S.analyze_sharpness(inp.model, inp.criterion, inp.batches[opts.subsets[0]],
-                                    h5_path=inp.analysis_path, provenance=inp.provenance, seed=opts.seed,
-                                    progress=lambda msg: log(f"  {msg}"), **kwargs)
+        data = inp.batches[opts.subsets[0]]
+        with _analysis_lock(inp):
+            suite = S.analyze_sharpness(inp.model, inp.criterion,
+                                        dist.shard_batches(data) if dist.world_size() > 1 else data,
+                                        h5_path=inp.analysis_path, provenance=inp.provenance, seed=opts.seed,
+                                        progress=lambda msg: log(f"  {msg}"), **kwargs)
+        log(f"  reused {len(suite.reused)} stored part(s); computed {len(suite.computed)} now")
         for r in S.summary_rows(suite):
             rows.append({"run": inp.run_dir.name, "measure": r["measure"], "setting": r["setting"],
                          "value": fmt(r["value"], r["se"]), "unit": r["unit"],
@@ -120,26 +208,28 @@ def sharpness(paths: Sequence[Path], opts: AnalysisOptions, *, log: Callable[[st
 
 
 def surface(path: Path, opts: AnalysisOptions, *, grid: str = "-1:1:51", ygrid: str | None = None,
-            direction_spec: Any = None, plots: bool = True, progress: bool = True):
-    """2D plane (or 1D slice with ``ygrid='none'``) around one checkpoint; returns the stored result."""
+            direction_spec: Any = None, plots: bool = True, progress: bool = True, max_cells: int | None = None):
+    """2D plane (or 1D slice with ``ygrid='none'``) around one checkpoint; returns the stored result.
+
+    ``max_cells``: stop after that many cells (per rank); a later call resumes.
+    """
     from .surface import DirectionSpec, compute_slice, compute_surface, parse_grid
     from .surface_plots import plot_curves, plot_surface
 
+    dist.init_from_env(opts.device)
     (inp,) = list(analysis_inputs([path], opts))
     sets, keys = _eval_sets(inp)
     one_d = ygrid == "none"
     spec = replace(direction_spec or DirectionSpec(seed=opts.seed), count=1 if one_d else 2)
     n = len(parse_grid(grid)) * (1 if one_d else len(parse_grid(ygrid or grid)))
-    cb, close = cell_progress(n, inp.run_dir.name, progress)
-    try:
-        common = dict(subset_keys=keys, checkpoint_hash=inp.checkpoint.content_hash, callback=cb)
-        if one_d:
-            res = compute_slice(inp.model, inp.criterion, sets, inp.run_dir, grid, spec, **common)
-        else:
-            res = compute_surface(inp.model, inp.criterion, sets, inp.run_dir, grid, ygrid, spec, **common)
-    finally:
-        close()
-    if plots:
+    common = dict(subset_keys=keys, checkpoint_hash=inp.checkpoint.content_hash, max_cells=max_cells)
+    if one_d:
+        res = sharded_grid(lambda **kw: compute_slice(inp.model, inp.criterion, sets, inp.run_dir, grid, spec,
+                                                      **common, **kw), n, inp.run_dir.name, progress)
+    else:
+        res = sharded_grid(lambda **kw: compute_surface(inp.model, inp.criterion, sets, inp.run_dir, grid, ygrid,
+                                                        spec, **common, **kw), n, inp.run_dir.name, progress)
+    if plots and dist.is_main():
         figs = inp.run_dir / "figures"
         plot_curves(res, figs) if res.y is None else plot_surface(res, "train_loss", figs)
     return res
@@ -153,24 +243,23 @@ def interpolation(path_a: Path, path_b: Path, opts: AnalysisOptions, *, alpha: s
     from .surface import alpha_grid, interpolate
     from .surface_plots import plot_curves
 
+    dist.init_from_env(opts.device)
     (inp,) = list(analysis_inputs([path_a], opts))
     ckpt_b = load_checkpoint(resolve_checkpoint(path_b, opts.which)[1])
     if ckpt_b.model_config != inp.checkpoint.model_config:
         raise LandscapeError(f"{path_b}: model config differs from {path_a}; interpolation needs one architecture")
     sets, keys = _eval_sets(inp)
     out_dir = Path(out) if out else inp.run_dir.parent
-    cb, close = cell_progress(len(alpha_grid(alpha)), "interpolate", progress)
-    try:
-        res = interpolate(inp.model, inp.checkpoint.state_dict, ckpt_b.state_dict, inp.criterion, sets, out_dir,
-                          alpha, buffers=buffers, subset_keys=keys, hash_a=inp.checkpoint.content_hash,
-                          hash_b=ckpt_b.content_hash, callback=cb)
-    finally:
-        close()
+    res = sharded_grid(lambda **kw: interpolate(
+        inp.model, inp.checkpoint.state_dict, ckpt_b.state_dict, inp.criterion, sets, out_dir, alpha,
+        buffers=buffers, subset_keys=keys, hash_a=inp.checkpoint.content_hash, hash_b=ckpt_b.content_hash, **kw),
+        len(alpha_grid(alpha)), "interpolate", progress)
     labels = [Path(path_a).name, Path(path_b).name]
-    with update_h5(res.path) as f:
-        attrs_to_h5(f, {"endpoint_labels": labels})
+    if dist.is_main():
+        with update_h5(res.path) as f:
+            attrs_to_h5(f, {"endpoint_labels": labels})
     res.attrs["endpoint_labels"] = labels
-    if plots:
+    if plots and dist.is_main():
         plot_curves(res, out_dir / "figures")
     return res
 
@@ -185,15 +274,20 @@ def trajectory(run: Path, opts: AnalysisOptions, *, num: int = 21, center: bool 
     epochs = sorted(Path(run).glob("epoch_*.pt"))
     if len(epochs) < 2:
         raise LandscapeError(f"{run}: needs at least 2 per-epoch checkpoints (train with --save-every 1)")
+    dist.init_from_env(opts.device)
     (inp,) = list(analysis_inputs([epochs[-1]], opts))
     states = [load_checkpoint(p).state_dict for p in epochs]
     sets, keys = _eval_sets(inp)
-    cb, close = cell_progress(num * num, "trajectory", progress)
-    try:
-        res, plane = trajectory_surface(inp.model, states, inp.criterion, sets, inp.run_dir, num=num, center=center,
-                                        subset_keys=keys, checkpoint_hash=inp.checkpoint.content_hash, callback=cb)
-    finally:
-        close()
-    if plots:
+    planes = []
+
+    def compute(**kw):
+        res_, plane_ = trajectory_surface(inp.model, states, inp.criterion, sets, inp.run_dir, num=num, center=center,
+                                          subset_keys=keys, checkpoint_hash=inp.checkpoint.content_hash, **kw)
+        planes.append(plane_)
+        return res_
+
+    res = sharded_grid(compute, num * num, "trajectory", progress)
+    plane = planes[0]
+    if plots and dist.is_main():
         plot_surface(res, "train_loss", inp.run_dir / "figures")
     return res, plane

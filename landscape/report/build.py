@@ -37,13 +37,18 @@ class ReportResult:
     summary: list[str]
 
 
-def _prepare(out: Path, force: bool) -> None:
+def _prepare(out: Path, force: bool, sweep_dir: Path) -> None:
+    """Use ``out`` if it is empty, missing or holds the report of this very sweep (regenerated in
+    place); a folder with other content or another sweep's report is replaced only with ``force``."""
     marker = out / "report.json"
     if out.exists() and any(out.iterdir()):
-        if marker.exists() and read_json(marker).get("kind") == KIND:
-            return  # regenerating a report in place is expected
+        old = read_json(marker) if marker.is_file() else {}
+        if old.get("kind") == KIND and old.get("sweep") == str(Path(sweep_dir).resolve()):
+            return
         if not force:
-            raise LandscapeError(f"{out}: folder is not empty and holds no landscape report; use --force")
+            what = (f"holds the report of another sweep ({old.get('sweep')})" if old.get("kind") == KIND
+                    else "is not empty and holds no landscape report")
+            raise LandscapeError(f"{out}: folder {what}; use another --out or --force to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -121,8 +126,9 @@ def make_figures(data: SweepData, st: ReportStats, fig_dir: Path, log: Callable[
         attempt("training_curves", lambda: rf.training_curves(curves, fig_dir / "training_curves"))
     if st.configs:
         b_simple = None
-        if data.plan and data.plan.get("b_simple") is not None:
-            b_simple = data.plan["b_simple"]
+        planned = ((data.plan or {}).get("noise") or {}).get("b_simple")
+        if planned is not None and math.isfinite(planned) and planned > 0:
+            b_simple = planned
         elif "noise_b_simple" in data.measures:
             vals = [a.mean["noise_b_simple"] for a in st.configs if math.isfinite(a.mean["noise_b_simple"])]
             b_simple = float(np.median(vals)) if vals else None
@@ -182,8 +188,12 @@ def write_html(out: Path, data: SweepData, st: ReportStats, figs: dict[str, list
         png = next((p for p in paths if p.suffix == ".png"), None)
         if png:
             parts.append(f"<figure>{_img(png)}<figcaption>{html.escape(name)}</figcaption></figure>")
+    plan_dir = data.root / "plan"
     if data.plan:
-        parts.append("<h2>Plan</h2><pre>" + html.escape(str(data.plan.get("table", ""))) + "</pre>")
+        text = (plan_dir / "plan.txt").read_text() if (plan_dir / "plan.txt").exists() else ""
+        parts.append("<h2>Plan (measured before training)</h2><pre>" + html.escape(text) + "</pre>")
+        if (plan_dir / "plan.png").exists():
+            parts.append(f"<figure>{_img(plan_dir / 'plan.png')}<figcaption>plan</figcaption></figure>")
     parts.append("<h2>Missing analyses</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in data.missing)
                  + "</ul>" if data.missing else "<h2>Missing analyses</h2><p>None.</p>")
     parts.append("</body></html>")
@@ -197,9 +207,11 @@ def build_report(sweep_dir: str | Path, out: str | Path, *, force: bool = False,
         raise LandscapeError(f"--n-boot must be >= 2000, got {n_boot}")
     out = Path(out)
     data = collect_sweep(Path(sweep_dir))
+    for line in data.skipped:
+        log(f"not used: {line}")
     if not any(r.status == "finished" for r in data.runs):
         raise LandscapeError(f"{sweep_dir}: no finished run to report on")
-    _prepare(out, force)
+    _prepare(out, force, Path(sweep_dir))
     st = compute_stats(data, n_boot=n_boot)
     write_tables(data, st, out)
     sh, sb = stats_rows(st)

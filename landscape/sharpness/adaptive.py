@@ -30,6 +30,10 @@ trajectory is invariant to rescaling the layers of a ReLU network when c = |w|.
 ``srcc_drop`` is the mean over chunks of SRCC(base) - SRCC(worst point) on that
 chunk (NaN without one scalar output per example). Uncertainty: the standard
 error over chunks (std with ddof=1 / sqrt(#chunks)).
+
+Data parallel (sharded batches, :mod:`landscape.distributed`): the chunks are formed from
+the global example list and split round-robin over ranks; each chunk's Auto-PGD runs on
+one rank, so the result is the single-process one.
 """
 from __future__ import annotations
 
@@ -41,10 +45,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..batches import Batch, Criterion
+from ..batches import Batch, Criterion, model_device
+from ..distributed import map_units
 from ..errors import LandscapeError
-from .objective import (PerturbedLoss, gaussian, guarded, mean_se, prepare, rebatch, require_count,
-                        require_positive, score_targets, seed_stream, srcc_of, take_examples, uniform)
+from .objective import (PerturbedLoss, gaussian, guarded, is_sharded, mean_se, n_examples, prepare, rebatch,
+                        require_count, require_positive, score_targets, seed_stream, srcc_of, take_examples,
+                        uniform)
 
 RHO_LINF = (5e-4, 1e-3, 2e-3, 4e-3, 8e-3)
 #: Adaptive l2 radii as in the reference runs (ResNets 0.25-2, ViTs 0.5-4).
@@ -186,21 +192,25 @@ def adaptive_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable
     if not 0 < config.alpha <= 1:
         raise LandscapeError(f"alpha={config.alpha!r} must lie in (0, 1]")
     data = take_examples(prepare(model, batches), config.max_examples)
-    total = sum(int(x.shape[0]) for x, _ in data)
-    chunks = rebatch(data, m)
+    total = n_examples(data)
+    dev = model_device(model)
+    chunks = [(x.to(dev), y.to(dev)) for x, y in rebatch(data, m)]   # sharded data: the global chunks
     ball = _Ball(config.norm, rho)
     checkpoints = set(apgd_checkpoints(config.n_iter))
     with guarded(model, config.train) as mode:
         obj = PerturbedLoss(model, criterion)
         c = obj.base.abs() if config.adaptive else torch.ones_like(obj.base)
-        bases, maxes, drops, halvings = [], [], [], 0
-        for i, chunk in enumerate(chunks):
+
+        def one(i: int) -> tuple[float, float, float, int]:
+            chunk = chunks[i]
             targets = score_targets([chunk])
             base, worst, worst_scores, h = _apgd(obj, [chunk], c, ball, config, i, targets is not None, checkpoints)
-            bases.append(base.loss)
-            maxes.append(worst)
-            drops.append(srcc_of(base.scores, targets) - srcc_of(worst_scores, targets))
-            halvings += h
+            return base.loss, worst, srcc_of(base.scores, targets) - srcc_of(worst_scores, targets), h
+
+        # data parallel: each rank runs Auto-PGD on its chunks, results gathered in chunk order
+        rows = map_units(len(chunks), one) if is_sharded(data) else [one(i) for i in range(len(chunks))]
+        bases, maxes, drops = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+        halvings = sum(r[3] for r in rows)
     diffs = np.asarray(maxes) - np.asarray(bases)
     sharp, sharp_se = mean_se(diffs)
     drop, drop_se = mean_se(drops)

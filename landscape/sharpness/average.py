@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from ..batches import Batch, Criterion
-from .objective import (PerturbedLoss, gaussian, guarded, mean_se, prepare, require_count, require_positive,
-                        score_targets, srcc_of, take_examples)
+from .objective import (PerturbedLoss, gaussian, guarded, mean_se, n_examples, prepare, require_count,
+                        require_positive, score_targets, srcc_of, take_examples)
 
 RHO_AVERAGE = (0.025, 0.05, 0.1, 0.2, 0.4)
 
@@ -84,7 +84,7 @@ def average_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[
     drop, drop_se = mean_se(drops)
     return AverageResult(
         rho=rho, adaptive=bool(config.adaptive), n_samples=n_samples,
-        n_examples=sum(int(x.shape[0]) for x, _ in data), base_loss=base.loss, sharpness=sharp,
+        n_examples=n_examples(data), base_loss=base.loss, sharpness=sharp,
         sharpness_se=sharp_se, per_sample_increase=[float(v) for v in inc], srcc_base=s0, srcc_drop=drop,
         srcc_drop_se=drop_se, per_sample_srcc_drop=[float(v) for v in drops], seed=int(config.seed), mode=mode,
         n_params=obj.n)

@@ -43,8 +43,8 @@ from torch import nn
 
 from ..batches import Batch, Criterion
 from ..errors import LandscapeError
-from .objective import (PerturbedLoss, guarded, prepare, require_count, require_positive, score_targets,
-                        seed_stream, srcc_of, uniform)
+from .objective import (PerturbedLoss, guarded, n_examples, prepare, require_count, require_positive,
+                        score_targets, seed_stream, srcc_of, uniform)
 
 KESKAR_EPS = (1e-3, 5e-4)
 KESKAR_SUBSPACE_DIM = 100
@@ -225,5 +225,5 @@ def keskar_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[B
         phi=keskar_phi(base.loss, st["loss"]), phi_per_start=per_start, n_iter=n_iter,
         n_evals=st["evals"], n_starts=n_starts, start=config.start, maxiter=maxiter,
         seed=int(config.seed), srcc_base=s0, srcc_at_max=s1, srcc_drop=s0 - s1, frac_at_bound=frac,
-        message="; ".join(sorted(set(messages))), mode=mode, n_examples=sum(int(x.shape[0]) for x, _ in data),
+        message="; ".join(sorted(set(messages))), mode=mode, n_examples=n_examples(data),
         n_params=obj.n)

@@ -25,6 +25,10 @@ losses only).
 
 ``exact_noise_scale`` computes the same quantities from every per-example
 gradient (N backward passes; for small problems and tests).
+
+Data parallel (sharded batches, :mod:`landscape.distributed`): the pool is the global
+example list and the repeats are split over ranks (each repeat's batches are drawn from
+its own seed), so the result is the single-process one.
 """
 from __future__ import annotations
 
@@ -35,9 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..batches import Batch, Criterion
+from ..batches import Batch, Criterion, model_device
+from ..distributed import map_units
 from ..errors import LandscapeError
-from .objective import PerturbedLoss, guarded, mean_se, pooled, prepare, require_count, seed_stream
+from .objective import PerturbedLoss, guarded, is_sharded, mean_se, pooled, prepare, require_count, seed_stream
 
 
 @dataclass(frozen=True)
@@ -109,20 +114,27 @@ def gradient_noise_scale(model: nn.Module, criterion: Criterion, batches: Iterab
         require_count("chunk_size", chunk_size)
     if not 0 < ci < 1:
         raise LandscapeError(f"ci={ci!r} must lie in (0, 1)")
-    x, y = pooled(prepare(model, batches))
+    data = prepare(model, batches)
+    x, y = pooled(data)
+    x, y = x.to(model_device(model)), y.to(model_device(model))
     n_pool = int(x.shape[0])
     if n_pool < 2:
         raise LandscapeError(f"the noise scale needs a pool of at least 2 examples, got {n_pool}")
     with guarded(model, train) as mode:
         obj = PerturbedLoss(model, criterion)
-        small, big = [], []
-        for r in range(n_repeats):
-            for size, out, which in ((b_small, small, 0), (b_big, big, 1)):
+
+        def repeat(r: int) -> tuple[float, float]:
+            g2 = []
+            for size, which in ((b_small, 0), (b_big, 1)):
                 idx = np.random.default_rng(seed_stream(seed, 8, r, which)).integers(0, n_pool, size=size)
                 index = torch.as_tensor(idx, device=x.device)
                 g = _batch_gradient(obj, x.index_select(0, index), y.index_select(0, index), chunk_size)
-                out.append(float(g.to(torch.float64).pow(2).sum()))
-    g2_small, g2_big = np.asarray(small), np.asarray(big)
+                g2.append(float(g.to(torch.float64).pow(2).sum()))
+            return g2[0], g2[1]
+
+        # data parallel: the repeats are split over ranks, results gathered in repeat order
+        rows = map_units(n_repeats, repeat) if is_sharded(data) else [repeat(r) for r in range(n_repeats)]
+    g2_small, g2_big = np.asarray([r[0] for r in rows]), np.asarray([r[1] for r in rows])
     g2_est, s_est = noise_estimators(g2_small, g2_big, b_small, b_big)
     g2, g2_se = mean_se(g2_est)
     tr, tr_se = mean_se(s_est)

@@ -11,6 +11,13 @@ the model's own parameters are never written; the gradient with respect to
 are the outputs when they hold one value per example (shape ``[B]`` or
 ``[B, 1]``), otherwise ``None`` and the SRCC fields of a result are NaN.
 
+Data parallel (under ``torchrun``): when ``batches`` is a
+:class:`landscape.distributed.ShardedBatches` (this rank's batches of a global list) the
+weights are the global ``n_b / N``, each rank evaluates its own batches and one all-reduce
+sums the loss and gradient (per-example outputs are gathered in the global order), so
+every rank gets the full-data values; ``n_examples``, ``take_examples``,
+``score_targets``, ``rebatch``, ``pooled`` and ``hash_batches`` act on the global list.
+
 Also here: the guard every measure runs under (finite weights, eval mode by
 default, parameters and buffers restored bit for bit), seeded noise that does
 not depend on the device, re-batching into chunks of ``m`` examples, and the
@@ -29,6 +36,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..batches import Batch, Criterion, batch_weights, finite_or_raise, materialize, model_device
+from ..distributed import ShardedBatches, all_reduce_sum
 from ..errors import LandscapeError, NumericsError
 from ..metrics import srcc
 from ..params import (check_finite_parameters, evaluation_mode, flatten, preserved_parameters,
@@ -98,7 +106,19 @@ def mean_se(values) -> tuple[float, float]:
 
 
 def n_examples(batches: Sequence[Batch]) -> int:
+    """Examples in ``batches`` (all ranks together for sharded batches)."""
+    if isinstance(batches, ShardedBatches):
+        return batches.n_total
     return sum(int(x.shape[0]) for x, _ in batches)
+
+
+def is_sharded(batches: Sequence[Batch]) -> bool:
+    """Whether ``batches`` is one rank's part of a data-parallel evaluation."""
+    return isinstance(batches, ShardedBatches)
+
+
+def _global(batches: Sequence[Batch]) -> Sequence[Batch]:
+    return batches.gathered() if isinstance(batches, ShardedBatches) else batches
 
 
 def _pool(batches: Sequence[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,8 +131,10 @@ def _pool(batches: Sequence[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
 def take_examples(batches: Sequence[Batch], limit: int | None) -> list[Batch]:
     """The first ``limit`` examples (all if ``None``), in order, keeping the batch boundaries."""
     if limit is None:
-        return list(batches)
+        return batches if isinstance(batches, ShardedBatches) else list(batches)
     limit = require_count("max_examples", limit)
+    if isinstance(batches, ShardedBatches):
+        return batches.take(limit)
     out, left = [], limit
     for x, y in batches:
         if left <= 0:
@@ -126,7 +148,7 @@ def take_examples(batches: Sequence[Batch], limit: int | None) -> list[Batch]:
 def rebatch(batches: Sequence[Batch], size: int, drop_last: bool = True) -> list[Batch]:
     """Concatenate the examples and split them into chunks of ``size`` (the last partial one dropped by default)."""
     size = require_count("batch size", size)
-    x, y = _pool(batches)
+    x, y = _pool(_global(batches))
     n = int(x.shape[0])
     if n < size:
         raise LandscapeError(f"need at least {size} examples for batches of {size}, got {n}")
@@ -136,11 +158,12 @@ def rebatch(batches: Sequence[Batch], size: int, drop_last: bool = True) -> list
 
 def pooled(batches: Sequence[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
     """All inputs and all targets concatenated along the first dimension."""
-    return _pool(batches)
+    return _pool(_global(batches))
 
 
 def hash_batches(batches: Sequence[Batch]) -> str:
     """SHA-256 of the inputs and targets of every batch (order, shapes, dtypes, bytes)."""
+    batches = _global(batches)
     return hash_state({f"{i:06d}.{p}": t for i, (x, y) in enumerate(batches) for p, t in (("x", x), ("y", y))})
 
 
@@ -163,6 +186,10 @@ def _scores(t: torch.Tensor) -> torch.Tensor | None:
 
 def score_targets(batches: Sequence[Batch]) -> np.ndarray | None:
     """Targets as one float64 score per example, or ``None`` if they are not scalar per example."""
+    if isinstance(batches, ShardedBatches):
+        local = [_scores(y) if torch.is_tensor(y) else None for _, y in batches]
+        out = batches.assemble(None if any(s is None for s in local) else local)
+        return None if out is None else out.numpy()
     parts = []
     for _, y in batches:
         s = _scores(y) if torch.is_tensor(y) else None
@@ -216,7 +243,8 @@ class PerturbedLoss:
 
         Raises :class:`NumericsError` naming ``what`` if the loss or gradient is not finite.
         """
-        weights = batch_weights(batches)
+        sharded = isinstance(batches, ShardedBatches)
+        weights = batches.weights() if sharded else batch_weights(batches)
         vec = self.base if delta is None else self.base + delta.to(self.base.dtype)
         total = torch.zeros((), dtype=torch.float64, device=self.base.device)
         g = torch.zeros_like(self.base) if grad else None
@@ -240,6 +268,14 @@ class PerturbedLoss:
                     outs = None
                 else:
                     outs.append(s.to(torch.float64))
+        if sharded:   # one all-reduce of [loss, gradient] in float64; outputs gathered in global order
+            buf = total.reshape(1) if g is None else torch.cat([total.reshape(1), g.to(torch.float64)])
+            all_reduce_sum(buf)
+            total = buf[0]
+            g = None if g is None else buf[1:].to(self.base.dtype)
+            if scores:
+                gathered = batches.assemble(outs)
+                outs = None if gathered is None else [gathered]
         loss = finite_or_raise(total, what)
         if g is not None and not bool(torch.isfinite(g).all()):
             raise NumericsError(f"gradient of the {what} holds NaN or infinite values")
@@ -248,5 +284,7 @@ class PerturbedLoss:
 
 
 def prepare(model: nn.Module, batches: Iterable[Batch]) -> list[Batch]:
-    """Materialise ``batches`` on the model's device (error if empty)."""
+    """Materialise ``batches`` on the model's device (error if empty; a rank's shard may be empty)."""
+    if isinstance(batches, ShardedBatches):
+        return batches.to(model_device(model))
     return materialize(batches, model_device(model))

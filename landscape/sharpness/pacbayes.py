@@ -39,8 +39,8 @@ from torch import nn
 
 from ..batches import Batch, Criterion
 from ..errors import LandscapeError
-from .objective import (PerturbedLoss, gaussian, guarded, mean_se, prepare, require_count, require_positive,
-                        score_targets, srcc_of, take_examples)
+from .objective import (PerturbedLoss, gaussian, guarded, mean_se, n_examples, prepare, require_count,
+                        require_positive, score_targets, srcc_of, take_examples)
 
 KINDS = ("loss_relative", "loss", "srcc")
 
@@ -189,5 +189,5 @@ def pacbayes_flatness(model: nn.Module, criterion: Criterion, batches: Iterable[
         deviation_se=dev_se, base_loss=base.loss, srcc_base=s0, loss_increase=loss_inc,
         loss_increase_se=loss_inc_se, srcc_drop=srcc_drop, srcc_drop_se=srcc_drop_se, trace_sigma=trace_s,
         trace_deviation=trace_d, magnitude_aware=bool(config.magnitude_aware), floor=float(config.floor),
-        sigma_max=sigma_max, depth=depth, n_samples=n_samples, n_examples=sum(int(x.shape[0]) for x, _ in data),
+        sigma_max=sigma_max, depth=depth, n_samples=n_samples, n_examples=n_examples(data),
         seed=int(config.seed), mode=mode, n_params=obj.n)

@@ -18,6 +18,11 @@ at once (atomically, ``store.update_h5``) to the group
 float64 datasets, plus attributes ``spec``, ``provenance`` (JSON) and
 ``complete``. A rerun loads the parts already stored and computes only the
 rest. ``load_sharpness`` returns everything stored as plain dicts.
+
+Data parallel (``batches`` a :class:`landscape.distributed.ShardedBatches` under
+``torchrun``): every rank runs every part together (each on its shard); rank 0 reads
+what is stored (and tells the others) and writes; the keys hash the global data, so they
+equal the single-process keys.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 from torch import nn
 
+from .. import distributed as dist
 from ..batches import Batch, Criterion
 from ..errors import LandscapeError
 from ..params import check_finite_parameters
@@ -258,7 +264,7 @@ def analyze_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[
     check_finite_parameters(model, "sharpness")
     identity = {"model": hash_state(model.state_dict()), "data": hash_batches(data),
                 "criterion": criterion_name(criterion), "version": SPEC_VERSION}
-    stored = _stored(Path(h5_path) if h5_path is not None else None)
+    stored = dist.broadcast_object(_stored(Path(h5_path) if h5_path is not None and dist.is_main() else None))
     suite = SharpnessSuite()
     for part in parts:
         spec = {"measure": part.measure, "config": asdict(part.config), **identity}
@@ -272,9 +278,10 @@ def analyze_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[
         else:
             result = run_part(model, criterion, data, part)
             suite.computed.append(path)
-            if h5_path is not None:
-                prov = make_provenance(**(dict(provenance) if provenance else {}), model_hash=identity["model"],
-                                       data_hash=identity["data"], criterion=identity["criterion"])
+            if h5_path is not None and dist.is_main():
+                # the caller's fields win (e.g. a richer ``criterion`` description); ours fill the gaps
+                prov = make_provenance(**{"model_hash": identity["model"], "data_hash": identity["data"],
+                                          "criterion": identity["criterion"], **dict(provenance or {})})
                 with update_h5(h5_path) as f:
                     full = f"{GROUP}/{path}"
                     if full in f:

@@ -8,6 +8,11 @@ in the result file, under an exclusive lock on that file and in eval mode
 once more when the loop ends or raises; a killed process therefore loses at most
 the cells computed since the last flush. The origin cell (the unperturbed model),
 if on the grid, is computed first and its loss must be finite.
+
+Sharded (``world > 1``): worker ``rank`` writes only its own shard file
+(:func:`~landscape.surface.storage.shard_path`) and never waits on another worker; cells
+already done in the merged file ``path`` (an earlier run, with any number of workers) are
+skipped too. :func:`~landscape.surface.storage.merge_rank_shards` combines the shards.
 """
 from __future__ import annotations
 
@@ -43,7 +48,8 @@ def run_cells(path: Path, key: str, kind: str, x: np.ndarray, y: np.ndarray | No
     loop after flushing). ``must_match`` names attributes an existing file must share.
     """
     t0 = time.perf_counter()
-    path = storage.shard_path(Path(path), rank, world)
+    main_path = Path(path)
+    path = storage.shard_path(main_path, rank, world)
     shape = storage.grid_shape(x, y)
     n_cells = int(np.prod(shape))
     check_finite_parameters(evaluator.model)
@@ -53,6 +59,8 @@ def run_cells(path: Path, key: str, kind: str, x: np.ndarray, y: np.ndarray | No
             attrs = {**attrs, "mode": mode, "shard": None if world == 1 else {"rank": rank, "world": world}}
             storage.create_or_check(path, key, kind, x, y, evaluator.metric_names, attrs, extra, must_match)
             done = storage.load_surface(path).done.reshape(-1)
+            if world > 1 and main_path.exists():
+                done = done | storage.done_in(main_path, key, kind, x, y).reshape(-1)
             todo = [int(c) for c in cells_for_rank(n_cells, rank, world) if not done[c]]
             origin = origin_cell(x, y)
             if origin is not None and origin in todo:

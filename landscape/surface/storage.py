@@ -18,10 +18,12 @@ Directions are stored once, atomically, in a separate ``directions-<key>.h5``
 rewrites only the small result file.
 
 Shards: worker ``rank`` of ``world`` writes ``<kind>-<key>.shard<rank>of<world>.h5``
-with the full-size arrays holding only its cells; :func:`merge_shards` combines them.
+with the full-size arrays holding only its cells; :func:`merge_shards` combines them
+(:func:`merge_rank_shards`: every shard of a world size into the main file).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -177,6 +179,33 @@ def shard_path(path: Path, rank: int, world: int) -> Path:
     """``<stem>.shard<rank>of<world>.h5`` beside ``path`` (``path`` itself when world == 1)."""
     path = Path(path)
     return path if world == 1 else path.with_name(f"{path.stem}.shard{rank}of{world}{path.suffix}")
+
+
+def main_path(path: str | Path) -> Path:
+    """The merged file of a shard file (inverse of :func:`shard_path`; other paths unchanged)."""
+    path = Path(path)
+    m = re.fullmatch(r"(.*)\.shard\d+of\d+", path.stem)
+    return path.with_name(m.group(1) + path.suffix) if m else path
+
+
+def done_in(path: str | Path, key: str, kind: str, x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+    """The ``done`` mask of the result file ``path``, which must hold this very slice (key, kind, grid)."""
+    res = load_surface(path)
+    same = np.array_equal(res.x, x) and (res.y is None if y is None else res.y is not None and np.array_equal(res.y, y))
+    if res.key != key or res.kind != kind or not same:
+        raise LandscapeError(f"{path}: holds {res.kind} key {res.key}, expected {kind} key {key} on the same grid "
+                             f"(stale or foreign file); refusing to reuse it")
+    return res.done
+
+
+def merge_rank_shards(path: str | Path, world: int) -> SurfaceResult:
+    """Merge the shard files ``shard_path(path, r, world)`` that exist into ``path`` (see :func:`merge_shards`)."""
+    path = Path(path)
+    shards = [shard_path(path, r, world) for r in range(world)]
+    found = [p for p in shards if p.exists()]
+    if not found:
+        raise LandscapeError(f"{path}: no shard files of {world} workers found (e.g. {shards[0].name})")
+    return merge_shards(found, path)
 
 
 def merge_shards(paths: Sequence[str | Path], out_path: str | Path) -> SurfaceResult:

@@ -2,7 +2,8 @@
 
 ``sweep.json`` is a static manifest (the sweep config and the ordered run list);
 run status lives in each run's ``final.json``, so job-array members (``--only``)
-never race on a shared file. An output folder that holds another sweep, or any
+never race on a shared file (members starting together all write the same manifest,
+atomically; one's temp manifest does not make the folder "non-empty" for another). An output folder that holds another sweep, or any
 other content, is refused unless ``force`` is given (which clears it first).
 
 Everything that can be checked before training is checked before the first run
@@ -62,7 +63,8 @@ def prepare_output(cfg: TrainConfig, out: Path, force: bool = False) -> None:
                                      f"use another --out or --force to replace it")
             if dist.is_main():
                 shutil.rmtree(out)
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(not p.name.startswith(f".{MANIFEST}.") for p in out.iterdir()):
+        # (a job-array member may be writing the manifest right now: its temp file is not "content")
         if not force:
             raise LandscapeError(f"{out}: folder is not empty and holds no sweep; use another --out or --force")
         if dist.is_main():
