@@ -92,8 +92,21 @@ def _opts(subset: str, samples: int, batch_size: int, seed: int, which: str, dev
     return AnalysisOptions(tuple(_csv_strs(subset)), samples, batch_size, seed, which, device, loss)
 
 
+def _is_main() -> bool:
+    from landscape import distributed
+
+    return distributed.is_main()
+
+
 def _log(message: str) -> None:
-    typer.echo(message, err=True)
+    if _is_main():
+        typer.echo(message, err=True)
+
+
+def _out(message: str) -> None:
+    """Print on rank 0 only (analyses may run under torchrun)."""
+    if _is_main():
+        typer.echo(message)
 
 
 @analyze_app.command("hessian")
@@ -123,8 +136,8 @@ def analyze_hessian_cmd(
         density_runs=density_runs, density_steps=density_steps, blocks=blocks, weight_decay=weight_decay)
     rows = workflows.hessian(runs, _opts(subset, samples, batch_size, seed, checkpoint, device, loss),
                              engine=engine, log=_log, top_k=top_k, tol=tol, **kwargs)
-    typer.echo("lambda_1 is shown ± its residual norm ||Hv - λv||; trace ± its standard error.")
-    typer.echo(render(rows, ["run", "engine", "lambda_1", "top-k", "converged", "matvecs", "trace"]))
+    _out("lambda_1 is shown ± its residual norm ||Hv - λv||; trace ± its standard error.")
+    _out(render(rows, ["run", "engine", "lambda_1", "top-k", "converged", "matvecs", "trace"]))
 
 
 @analyze_app.command("sharpness")
@@ -158,7 +171,7 @@ def analyze_sharpness_cmd(
         rho_average=_csv_floats(rho_average, "--rho-average") if rho_average else S.RHO_AVERAGE,
         pacbayes=replace(S.PacBayesConfig(), kind=pacbayes_kind, target=pacbayes_target),
         adaptive=replace(S.AdaptiveConfig(), m=m))
-    typer.echo(render(rows, ["run", "measure", "setting", "value", "unit", "srcc_drop"]))
+    _out(render(rows, ["run", "measure", "setting", "value", "unit", "srcc_drop"]))
 
 
 @analyze_app.command("surface")
@@ -180,7 +193,7 @@ def analyze_surface_cmd(
                             ygrid=ygrid, plots=plots,
                             direction_spec=DirectionSpec(seed=seed, normalization=normalization,
                                                          orthogonalize=orthogonalize))
-    typer.echo(f"{res.kind}: {res.path} ({int(res.done.sum())}/{res.done.size} cells, "
+    _out(f"{res.kind}: {res.path} ({int(res.done.sum())}/{res.done.size} cells, "
                f"{res.computed_now} computed now in {res.seconds:.1f} s)")
 
 
@@ -199,7 +212,7 @@ def analyze_interpolate_cmd(
 
     res = workflows.interpolation(run_a, run_b, _opts(subset, samples, batch_size, seed, checkpoint, device, loss),
                                   alpha=alpha, buffers=buffers, out=out)
-    typer.echo(f"interpolation: {res.path}")
+    _out(f"interpolation: {res.path}")
 
 
 @analyze_app.command("trajectory")
@@ -216,7 +229,7 @@ def analyze_trajectory_cmd(
     res, plane = workflows.trajectory(run, _opts(subset, samples, batch_size, seed, "best", device, loss),
                                       num=num, center=center)
     ev = plane.explained_variance_ratio
-    typer.echo(f"trajectory plane: {res.path}; explained variance {ev[0]:.1%} + {ev[1]:.1%}; "
+    _out(f"trajectory plane: {res.path}; explained variance {ev[0]:.1%} + {ev[1]:.1%}; "
                f"max off-plane residual {float(plane.residual.max()):.3g}")
 
 
