@@ -39,7 +39,9 @@ def test_quick_demo_writes_every_figure(demo):
         assert {p.suffix for p in paths} == {".pdf", ".png", ".svg"}
         assert all(p.stat().st_size > 1000 for p in paths)
     html = result.index.read_text()
-    assert html.count("data:image/png;base64,") == len(result.figures)  # self-contained
+    # self-contained: every figure and the plan's figure embedded, plus the plan's table
+    assert html.count("data:image/png;base64,") == len(result.figures) + 1
+    assert "Plan (measured before training)" in html and "B_simple" in html
     runs = _csv(out / "report" / "runs.csv")
     assert len(runs) == len(BATCH_SIZES) * len(SEEDS) and all(r["status"] == "finished" for r in runs)
     print(f"quick demo took {seconds:.0f} s")
