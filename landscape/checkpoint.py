@@ -9,6 +9,7 @@ File layout (a plain dict of tensors, numbers and strings; ``torch.save``):
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,22 +51,41 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_config: dict[str, 
     return digest
 
 
+_TORCH_BOILERPLATE = ("weights only load failed", "please file an issue", "check the documentation")
+
+
+def _reason(e: BaseException) -> str:
+    """The informative sentence of a ``torch.load`` error (torch wraps it in advice paragraphs)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.lower().startswith(_TORCH_BOILERPLATE)]
+    text = (useful or lines or [type(e).__name__])[0]
+    text = text.split(". ")[0].rstrip(".")
+    return text[:200]
+
+
 def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
-    """``torch.load(weights_only=True)`` on CPU with one-line errors for missing, unsafe or corrupt files."""
+    """``torch.load(weights_only=True)`` on CPU with one-line errors for missing, unsafe or corrupt files.
+
+    Only tensors and plain containers are unpickled; a file that asks for anything else
+    (e.g. ``os.system``) is refused before any of its code can run.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: {what} not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch warns about pickle protocols before refusing
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            raise CheckpointError(f"{path}: refused: the file holds pickled objects or code that "
-                                  f"weights_only loading does not allow ({first[:160]})") from None
-        raise CheckpointError(f"{path}: corrupt {what} ({first[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: truncated or corrupt {what} ({first[:160]})") from None
+        reason = _reason(e)
+        if "global" in reason.lower():      # the pickle asks to import a callable: code
+            raise CheckpointError(f"{path}: refused: not a plain-tensor {what}; safe (weights_only) "
+                                  f"loading stopped at: {reason}") from None
+        raise CheckpointError(f"{path}: truncated or corrupt {what} ({path.stat().st_size} bytes; "
+                              f"safe loading stopped at: {reason})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as e:
+        raise CheckpointError(f"{path}: truncated or corrupt {what} ({path.stat().st_size} bytes; "
+                              f"{_reason(e)})") from None
 
 
 def load_checkpoint(path: str | Path, verify: bool = True) -> Checkpoint:
@@ -88,7 +108,7 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+    shapes = [f"{k} checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
     if missing or unexpected or shapes:
         parts = []

@@ -4,7 +4,11 @@
   fsynced and renamed over ``path`` (``os.replace``), on error removed. A killed
   process never leaves a half-written ``path``.
 - ``exclusive(path)``: non-blocking ``flock`` on ``path + ".lock"``; a second
-  process gets :class:`InUseError` instead of corrupting the file.
+  process gets :class:`InUseError` instead of corrupting the file. With
+  ``reentrant=True`` (as ``update_h5`` does) a thread that already holds the lock nests
+  instead of failing, so a job can hold the lock for its whole run while the writes
+  inside it take it again. The kernel drops the lock when its process dies (also
+  on ``kill -9``): a leftover ``.lock`` file never blocks a later run.
 - ``update_h5(path)``: lock, copy the current file (if any) to a temp file, yield
   it open for writing, then rename: readers see the old or the new file, never a mix.
 - Attributes: nested dicts are stored as JSON strings (``attrs_to_h5``/``attrs_from_h5``).
@@ -16,6 +20,7 @@ import fcntl
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -69,19 +74,45 @@ def read_json(path: str | Path) -> Any:
         raise LandscapeError(f"{path}: not valid JSON ({e})") from None
 
 
+_held = threading.local()   # lock files held by this thread: realpath -> depth
+
+
+def _held_locks() -> dict[str, int]:
+    """This thread's held locks (reset in a forked child, which does not own the parent's locks)."""
+    if getattr(_held, "pid", None) != os.getpid():
+        _held.pid, _held.locks = os.getpid(), {}
+    return _held.locks
+
+
 @contextlib.contextmanager
-def exclusive(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive non-blocking lock for ``path``; :class:`InUseError` if taken."""
+def exclusive(path: str | Path, reentrant: bool = False) -> Iterator[None]:
+    """Hold an exclusive non-blocking lock for ``path``; :class:`InUseError` if it is taken
+    (by another process, another thread, or -- unless ``reentrant`` -- this thread)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(path.name + ".lock")
+    held = _held_locks()
+    key = os.path.realpath(lock)
+    if reentrant and key in held:
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise InUseError(f"{path}: in use by another process (lock {lock})") from None
-        yield
+        held[key] = held.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+            if not held[key]:
+                del held[key]
     finally:
         os.close(fd)
 
@@ -90,7 +121,7 @@ def exclusive(path: str | Path) -> Iterator[None]:
 def update_h5(path: str | Path, lock: bool = True) -> Iterator[h5py.File]:
     """Open a copy of ``path`` for writing; atomically replace ``path`` on success."""
     path = Path(path)
-    guard = exclusive(path) if lock else contextlib.nullcontext()
+    guard = exclusive(path, reentrant=True) if lock else contextlib.nullcontext()
     with guard, atomic_path(path) as tmp:
         if path.exists():
             shutil.copyfile(path, tmp)

@@ -2,6 +2,8 @@
 
 The report lists images per split, the observed and declared score ranges, missing
 and unreadable files; ``str(report)`` is the summary ``landscape data check`` prints.
+``readable_records`` is the same check for a job about to start: it counts the unreadable
+images and refuses them in one line, or (``skip_bad``) leaves them out and lists them.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from .records import SPLITS, load_dataset
+from .patches import SKIP_HINT
+from .records import SPLITS, ImageRecord, load_dataset
 
 MAX_LISTED = 10
 
@@ -75,6 +78,26 @@ def _readable(path: str) -> str | None:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         return f"{type(e).__name__}: {e}"
     return None
+
+
+def readable_records(records: list[ImageRecord], *, skip_bad: bool = False,
+                     where: str = "dataset") -> tuple[list[ImageRecord], list[str]]:
+    """Decode every image once (JPEGs at 1/8 scale); return ``(readable records, skipped)`` with
+    ``skipped`` the ``"PATH (reason)"`` of each missing or unreadable image.
+
+    Without ``skip_bad`` any bad image raises one :class:`DataError` that counts them:
+    ``"<where>: N of M images unreadable (first: PATH (reason)); pass --skip-bad-images ..."``.
+    """
+    good, bad = [], []
+    for rec in records:
+        why = "file not found" if not Path(rec.path).is_file() else _readable(rec.path)
+        if why is None:
+            good.append(rec)
+        else:
+            bad.append(f"{rec.path} ({why})")
+    if bad and not skip_bad:
+        raise DataError(f"{where}: {len(bad)} of {len(records)} images unreadable (first: {bad[0]}); {SKIP_HINT}")
+    return good, bad
 
 
 def check_dataset(format: str, root: str | Path, *, decode: bool = True, **load_kwargs) -> DataCheckReport:

@@ -51,6 +51,15 @@ _STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
 
 # ---------------------------------------------------------------- decoding
 
+SKIP_HINT = ("pass --skip-bad-images (skip_bad=True) to leave unreadable images out; "
+             "'landscape data check' lists them all")
+
+
+def _unreadable(e: DataError) -> DataError:
+    """``e`` with :data:`SKIP_HINT` appended (raised where ``skip_bad`` could have skipped the image)."""
+    return DataError(f"{e}; {SKIP_HINT}")
+
+
 def decode_image(path: str, *, resize_short: int | None = None, min_side: int = 0) -> np.ndarray:
     """Decode ``path`` to a uint8 ``(H, W, 3)`` array (resizing as in the module docstring).
 
@@ -232,7 +241,7 @@ class TrainPatches(IterableDataset):
             img = decode_image(self.paths[idx], resize_short=cfg.resize_short, min_side=cfg.patch_size)
         except DataError as e:
             if not cfg.skip_bad:
-                raise
+                raise _unreadable(e) from None
             self._bad[idx] = True
             warnings.warn(f"skipped {e}", stacklevel=2)
             return None
@@ -355,10 +364,10 @@ class TestPatches(Dataset):
         rec = self.records[i]
         try:
             img = decode_image(rec.path, resize_short=self.resize_short, min_side=self.patch_size)
-        except DataError:
+        except DataError as e:
             if self.skip_bad:
                 return None
-            raise
+            raise _unreadable(e) from None
         tops, lefts = self.positions(i, img.shape)
         return normalize_patches(crop(img, tops, lefts, self.patch_size)), float(rec.score), i
 
@@ -376,7 +385,8 @@ class Predictions:
     """Per-image predictions (mean over patches) and labels, in record order.
 
     ``patch_std``: standard deviation of the patch predictions of each image (ddof=0);
-    ``skipped``: paths of unreadable images left out (``skip_bad``). Unpacks as ``pred, score``.
+    ``skipped``: paths of unreadable images left out (``skip_bad``; each is also warned about).
+    Unpacks as ``pred, score``.
     """
 
     pred: np.ndarray
@@ -432,6 +442,9 @@ def predict_images(model: nn.Module, records: Sequence[ImageRecord], *, patch_si
         raise DataError("predict_images: every image was unreadable")
     used = torch.cat(idx).tolist()
     used_set = set(used)
+    for k, r in enumerate(records):
+        if k not in used_set:
+            warnings.warn(f"skipped {r.path}: unreadable image (left out of the evaluation)", stacklevel=2)
     return Predictions(pred=torch.cat(preds).numpy(), score=torch.cat(scores).numpy(),
                        patch_std=torch.cat(stds).numpy(), paths=[records[k].path for k in used],
                        skipped=[r.path for k, r in enumerate(records) if k not in used_set])

@@ -3,7 +3,10 @@
 Columns per run: configuration axes (``batch_size``, ``lr_rule``, ``accumulate``, ``seed``),
 training metrics from ``final.json`` (epoch chosen on validation), and analysis
 measures read from ``analysis.h5`` whose provenance names the run's current best
-checkpoint (content hash): stale results of an older checkpoint are never used.
+checkpoint (content hash): stale results of an older checkpoint are never used. The same
+holds for 2D surfaces (attribute ``checkpoint``) and 1D interpolations (both endpoints,
+``checkpoint_a``/``checkpoint_b``, must be the current best or last checkpoint of runs of
+the sweep); files of other checkpoints are skipped and listed in ``SweepData.skipped``.
 
 Measure columns (``MEASURES``): ``hessian_lambda_max`` (top algebraic eigenvalue),
 ``hessian_trace``, ``keskar_<space>_eps<eps>`` (phi, percent), ``adaptive_<norm>``
@@ -51,6 +54,7 @@ class SweepData:
     interpolations: list[Any]
     surfaces: dict[str, Any]
     missing: list[str]
+    skipped: list[str] = field(default_factory=list)
 
 
 def _nearest(items: list[dict], key: str, target: float) -> dict | None:
@@ -172,6 +176,16 @@ def _load_slices(paths: list[Path]) -> list[Any]:
     return out
 
 
+def _checkpoint_hashes(runs: list[RunRecord]) -> set[str]:
+    """Content hashes of the runs' current ``best.pt`` and ``last.pt``."""
+    out = {r.row["checkpoint_hash"] for r in runs if "checkpoint_hash" in r.row}
+    for r in runs:
+        last = r.path / "last.pt"
+        if last.is_file():
+            out.add(load_checkpoint(last, verify=False).content_hash)
+    return out
+
+
 def collect_sweep(root: Path) -> SweepData:
     """Read every run of a sweep folder; raise if it is not one."""
     root = Path(root)
@@ -190,16 +204,34 @@ def collect_sweep(root: Path) -> SweepData:
     cross = sorted({k[:-5] for rec in runs for k in rec.row if k.startswith("cross") and k.endswith("_srcc")})
     plan_path = root / "plan" / "plan.json"
     plan = read_json(plan_path) if plan_path.exists() else None
-    surfaces = {rec.name: _load_slices(list(rec.path.glob("surface-*.h5"))) for rec in runs if rec.path.exists()}
+    skipped: list[str] = []
+    surfaces = {}
+    for rec in runs:
+        if not rec.path.exists():
+            continue
+        current = rec.row.get("checkpoint_hash")
+        surfaces[rec.name] = []
+        for s in _load_slices(list(rec.path.glob("surface-*.h5"))):
+            if current is not None and s.attrs.get("checkpoint") == current:
+                surfaces[rec.name].append(s)
+            else:
+                skipped.append(f"{s.path}: made from checkpoint {str(s.attrs.get('checkpoint'))[:12]}, "
+                               f"not the run's best.pt")
     missing = [f"{rec.name}: {what}" for rec in runs for what in rec.missing]
     if not any(surfaces.values()):
         missing.append("2D surfaces: none stored (landscape analyze surface)")
     interps = _load_slices(list(root.glob("interpolate-*.h5")))
+    if interps:
+        known = _checkpoint_hashes(runs)
+        ok = [{s.attrs.get("checkpoint_a"), s.attrs.get("checkpoint_b")} <= known for s in interps]
+        skipped += [f"{s.path}: an endpoint is no current checkpoint of this sweep"
+                    for s, good in zip(interps, ok) if not good]
+        interps = [s for s, good in zip(interps, ok) if good]
     if not interps:
         missing.append("1D interpolation: none stored (landscape analyze interpolate)")
     if plan is None:
         missing.append("plan: none stored (landscape plan --out SWEEP/plan)")
-    return SweepData(root, runs, measures, cross, plan, interps, surfaces, missing)
+    return SweepData(root, runs, measures, cross, plan, interps, surfaces, missing, skipped)
 
 
 _MEASURE_PREFIXES = ("hessian_lambda_max", "hessian_trace", "keskar_", "adaptive_", "average", "pacbayes_flatness",

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..batches import Batch, Criterion
 from ..errors import LandscapeError
-from ..params import trainable_parameters
+from ..params import check_finite_parameters, trainable_parameters
 from ..provenance import content_key, provenance
 from .hashing import state_hash
 from . import storage
@@ -118,6 +118,7 @@ def evaluate_plane(kind: str, model: nn.Module, criterion: Criterion, eval_sets:
     ``out_dir``) or ready :class:`Directions` (e.g. PCA ones); ``y=None`` is 1-D.
     """
     out_dir = Path(out_dir)
+    check_finite_parameters(model)          # before anything (directions) is written
     evaluator = Evaluator(model, criterion, eval_sets, subset_keys, amp_dtype)
     ckpt = checkpoint_hash or checkpoint_hash_of(model)
     if isinstance(directions, DirectionSpec):
