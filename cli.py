@@ -354,7 +354,7 @@ def report_cmd(
     sweep: Path = typer.Argument(..., help="Sweep folder written by 'landscape train'."),
     out: Optional[Path] = typer.Option(None, help="Report folder. [reports/<sweep name>]"),
     n_boot: int = typer.Option(2000, help="Bootstrap resamples over configurations for the CIs (>= 2000)."),
-    force: bool = typer.Option(False, "--force", help="Replace a non-empty folder that holds no report."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty folder that holds no report of this sweep."),
 ) -> None:
     """Link sharpness to the SRCC generalisation gap: tables, statistics, figures, HTML."""
     from landscape.report.build import build_report

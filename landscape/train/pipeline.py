@@ -27,6 +27,7 @@ import torch
 from .. import distributed as dist
 from ..data import (IQADataset, ImageRecord, TrainPatchConfig, TrainPatches, analysis_batches as _crops,
                     load_dataset, parse_dataset_spec, predict_images, train_loader)
+from ..data.check import readable_records
 from ..errors import LandscapeError
 from ..models import model_config
 from ..provenance import hash_indices
@@ -108,25 +109,37 @@ class RunData:
 
 
 def load_run_data(cfg: TrainConfig) -> RunData:
-    """Load the dataset, the fixed train-eval subset and the cross-test sets of a config."""
+    """Load the dataset, the fixed train-eval subset and the cross-test sets of a config.
+
+    Every image is decoded once before training starts: unreadable ones stop the job with
+    one line that counts them, or with ``skip_bad_images`` are left out and listed in the
+    dataset identity (``skipped_images``, written to ``dataset.json``).
+    """
     ds = load_dataset_for(cfg.dataset, score_column=cfg.score_column, split_seed=cfg.split_seed)
-    train = ds.split("train")
-    for split in ("train", "val", "test"):
-        if not ds.split(split):
+    good, skipped = readable_records(ds.records, skip_bad=cfg.skip_bad_images, where=cfg.dataset)
+    keep = {r.path for r in good}
+    splits = {s: [r for r in ds.split(s) if r.path in keep] for s in ("train", "val", "test")}
+    for split, records in splits.items():
+        if not records:
             raise LandscapeError(f"{cfg.dataset}: the '{split}' split is empty")
+    train = splits["train"]
     rng = np.random.default_rng(0)
     n_sub = min(cfg.train_eval_images, len(train))
     sub = sorted(int(i) for i in rng.choice(len(train), n_sub, replace=False))
     sets = {"train": EvalSet([train[i] for i in sub], ds.resize_short),
-            "val": EvalSet(ds.split("val"), ds.resize_short),
-            "test": EvalSet(ds.split("test"), ds.resize_short)}
-    identity = {**ds.identity(), "train_eval_images": n_sub, "train_eval_sha256": hash_indices(sub)}
+            "val": EvalSet(splits["val"], ds.resize_short),
+            "test": EvalSet(splits["test"], ds.resize_short)}
+    identity = {**ds.identity(), "train_eval_images": n_sub, "train_eval_sha256": hash_indices(sub),
+                "skipped_images": skipped}
     cross_names = []
     for k, spec in enumerate(cfg.cross_test):
         cds = load_dataset_for(spec, split_seed=cfg.split_seed)
         name = f"cross{k}_{cds.format}"
-        sets[name] = EvalSet(records if cds.split("test") else list(cds.records), cds.resize_short)
-        identity[name] = {**cds.identity(), "used": "test split" if cds.split("test") else "all images"}
+        records = cds.split("test") or list(cds.records)
+        records, cross_skipped = readable_records(records, skip_bad=cfg.skip_bad_images, where=spec)
+        sets[name] = EvalSet(records, cds.resize_short)
+        identity[name] = {**cds.identity(), "used": "test split" if cds.split("test") else "all images",
+                          "skipped_images": cross_skipped}
         cross_names.append(name)
     patch = model_config(cfg.model).img_size
     return RunData(cfg, ds, train, sets, cross_names, identity, patch)

@@ -118,6 +118,11 @@ def run_sweep(cfg: TrainConfig, out: Path, *, force: bool = False, only: list[in
     for _, spec in chosen:
         run_config(cfg, spec, world)          # divisibility by accumulate x world size
     data = pipeline.load_run_data(cfg)
+    skipped = data.identity.get("skipped_images", [])
+    if skipped and dist.is_main():
+        print(f"skipping {len(skipped)} unreadable image(s) (--skip-bad-images):", file=sys.stderr)
+        for item in skipped:
+            print(f"  {item}", file=sys.stderr)
     check_batch_fits(data, max(s.batch_size for _, s in chosen), world)
     prepare_output(cfg, out, force)
     for _, spec in chosen:

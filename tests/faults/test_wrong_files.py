@@ -155,8 +155,6 @@ def test_unreadable_images_are_named_with_the_way_out(wrong):
     assert any(path in line for path in wrong["broken"])
 
 
-@pytest.mark.xfail(strict=True, reason="trainer (landscape/train/pipeline.py) does not count unreadable images "
-                   "before training: it fails at the first one mid-epoch, after the output folder was written")
 def test_unreadable_images_are_counted_before_anything_is_written(wrong):
     line = one_line_error(wrong["r"]["bad_images"])
     assert "3 of 189 images unreadable" in line
@@ -173,8 +171,6 @@ def test_skip_bad_images_goes_on_and_names_every_skipped_image(wrong):
     assert '"n": 41' in log                                    # 42 test images, one unreadable
 
 
-@pytest.mark.xfail(strict=True, reason="trainer does not record the skipped images in the run folder "
-                   "(landscape/train/pipeline.py load_run_data: identity['skipped_images'])")
 def test_skip_bad_images_records_the_skipped_images(wrong):
     identity = json.loads((wrong["root"] / "img_skip" / RUN / "dataset.json").read_text())
     assert sorted(p.split(" (")[0] for p in identity["skipped_images"]) == sorted(wrong["broken"])
