@@ -45,6 +45,11 @@ def hash_state(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def hash_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> str:
+    """Hex SHA-256 of every batch's inputs and targets (order, shapes, dtypes and bytes)."""
+    return hash_state({f"{i:06d}.{part}": t for i, (x, y) in enumerate(batches) for part, t in (("x", x), ("y", y))})
+
+
 def hash_indices(indices: Iterable[int]) -> str:
     """Hex SHA-256 of a sequence of integer indices (order matters)."""
     arr = np.asarray(list(indices), dtype=np.int64)

@@ -41,7 +41,7 @@ from ..errors import LandscapeError, NumericsError
 from ..metrics import srcc
 from ..params import (check_finite_parameters, evaluation_mode, flatten, preserved_parameters,
                       trainable_parameters, unflatten)
-from ..provenance import hash_state
+from ..provenance import hash_batches as provenance_hash_batches
 
 
 def require_positive(name: str, value: float) -> float:
@@ -163,8 +163,7 @@ def pooled(batches: Sequence[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def hash_batches(batches: Sequence[Batch]) -> str:
     """SHA-256 of the inputs and targets of every batch (order, shapes, dtypes, bytes)."""
-    batches = _global(batches)
-    return hash_state({f"{i:06d}.{p}": t for i, (x, y) in enumerate(batches) for p, t in (("x", x), ("y", y))})
+    return provenance_hash_batches(_global(batches))
 
 
 def criterion_name(fn: Criterion) -> str:

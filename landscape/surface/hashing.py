@@ -11,6 +11,7 @@ from typing import Iterable, Mapping
 import torch
 
 from ..batches import Batch
+from .. import provenance
 from ..provenance import hash_state
 
 
@@ -21,4 +22,5 @@ def state_hash(state: Mapping[str, torch.Tensor]) -> str:
 
 def hash_batches(batches: Iterable[Batch]) -> str:
     """SHA-256 of the batches' inputs and targets (order, shapes, dtypes and bytes)."""
-    return state_hash({f"{i:06d}.{part}": t for i, (x, y) in enumerate(batches) for part, t in (("x", x), ("y", y))})
+    return provenance.hash_batches((x.reshape(1) if x.dim() == 0 else x, y.reshape(1) if y.dim() == 0 else y)
+                                   for x, y in batches)
