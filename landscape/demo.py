@@ -48,10 +48,10 @@ QUICK = DemoSettings(n_references=12, image_size=72, epochs=3, train_patches=2, 
                      train_eval_images=64, analysis_samples=32, top_k=1, trace_matvecs=8, density_steps=10,
                      keskar_spaces=("random",), grid="-1:1:5", alpha="-1:2:7", pacbayes_depth=6,
                      pacbayes_samples=3, noise_repeats=8, plan_steps=2)
-FULL = DemoSettings(n_references=48, image_size=80, epochs=8, train_patches=2, test_patches=2,
-                    train_eval_images=128, analysis_samples=128, top_k=3, trace_matvecs=30, density_steps=30,
-                    keskar_spaces=("full", "random"), grid="-1:1:11", alpha="-1:2:13", pacbayes_depth=10,
-                    pacbayes_samples=5, noise_repeats=20, plan_steps=3)
+FULL = DemoSettings(n_references=48, image_size=80, epochs=6, train_patches=2, test_patches=2,
+                    train_eval_images=128, analysis_samples=64, top_k=2, trace_matvecs=16, density_steps=16,
+                    keskar_spaces=("full", "random"), grid="-1:1:9", alpha="-1:2:13", pacbayes_depth=8,
+                    pacbayes_samples=4, noise_repeats=12, plan_steps=3)
 
 BATCH_SIZES = (8, 16, 32, 64)
 SEEDS = (0, 1)
