@@ -42,12 +42,16 @@ class DemoSettings:
     pacbayes_samples: int
     noise_repeats: int
     plan_steps: int
+    density_runs: int = 2
+    adaptive_iters: int = 10
+    average_samples: int = 20
 
 
 QUICK = DemoSettings(n_references=12, image_size=72, epochs=3, train_patches=2, test_patches=2,
-                     train_eval_images=64, analysis_samples=32, top_k=1, trace_matvecs=8, density_steps=10,
+                     train_eval_images=64, analysis_samples=32, top_k=1, trace_matvecs=6, density_steps=6,
                      keskar_spaces=("random",), grid="-1:1:5", alpha="-1:2:7", pacbayes_depth=6,
-                     pacbayes_samples=3, noise_repeats=8, plan_steps=2)
+                     pacbayes_samples=3, noise_repeats=4, plan_steps=2, density_runs=1,
+                     adaptive_iters=5, average_samples=8)
 FULL = DemoSettings(n_references=48, image_size=80, epochs=6, train_patches=2, test_patches=2,
                     train_eval_images=128, analysis_samples=64, top_k=2, trace_matvecs=16, density_steps=16,
                     keskar_spaces=("full", "random"), grid="-1:1:9", alpha="-1:2:13", pacbayes_depth=8,
@@ -90,11 +94,12 @@ def run_demo(out: Path, *, quick: bool = False, echo: Callable[[str], None] = pr
     opts = workflows.AnalysisOptions(subsets=("train",), samples=s.analysis_samples, batch_size=64, device="cpu")
     step("Hessian: top-k eigenvalues, trace, spectral density")
     workflows.hessian([sweep], opts, top_k=s.top_k, trace_matvecs=s.trace_matvecs, density=True,
-                      density_runs=2, density_steps=s.density_steps)
+                      density_runs=s.density_runs, density_steps=s.density_steps)
     step("sharpness: Keskar, adaptive, average, PAC-Bayes, noise scale")
     workflows.sharpness([sweep], opts, eps=(1e-3,), keskar_spaces=s.keskar_spaces, rho_linf=(2e-3,),
                         rho_l2=(1.0,), rho_average=(0.1,),
-                        adaptive=replace(S.AdaptiveConfig(), m=s.analysis_samples, n_iter=10),
+                        adaptive=replace(S.AdaptiveConfig(), m=s.analysis_samples, n_iter=s.adaptive_iters),
+                        average=replace(S.AverageConfig(), n_samples=s.average_samples),
                         pacbayes=replace(S.PacBayesConfig(), depth=s.pacbayes_depth, n_samples=s.pacbayes_samples),
                         noise=replace(S.NoiseConfig(), b_small=4, b_big=s.analysis_samples,
                                       n_repeats=s.noise_repeats))
