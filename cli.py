@@ -115,6 +115,8 @@ def analyze_hessian_cmd(
     top_k: int = typer.Option(5, help="Number of top eigenvalues (Lanczos, full reorthogonalisation); 0 = skip."),
     which: str = typer.Option("LA", help="LA: largest algebraic, SA: smallest algebraic, LM: largest magnitude."),
     tol: float = typer.Option(1e-3, help="Convergence: residual ||Hv - λv|| <= tol |λ|."),
+    start: str = typer.Option("auto", help="Lanczos start: output (mean-output gradient J^T1/N + 10% noise), "
+                              "gradient (loss gradient + noise), random; auto = output for LA/LM, random for SA."),
     trace: bool = typer.Option(True, "--trace/--no-trace", help="Trace by Hutch++ with a standard error."),
     trace_method: str = typer.Option("hutch++", help="hutch++ or hutchinson."),
     trace_matvecs: int = typer.Option(60, help="Fixed Hessian-vector-product budget of the trace."),
@@ -132,7 +134,7 @@ def analyze_hessian_cmd(
     from landscape.tables import render
 
     kwargs = {} if engine == "pyhessian" else dict(
-        which=which, trace=trace, trace_method=trace_method, trace_matvecs=trace_matvecs, density=density,
+        which=which, start=start, trace=trace, trace_method=trace_method, trace_matvecs=trace_matvecs, density=density,
         density_runs=density_runs, density_steps=density_steps, blocks=blocks, weight_decay=weight_decay)
     rows = workflows.hessian(runs, _opts(subset, samples, batch_size, seed, checkpoint, device, loss),
                              engine=engine, log=_log, top_k=top_k, tol=tol, **kwargs)

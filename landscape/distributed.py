@@ -301,7 +301,8 @@ class DataParallelHessian:
     def __init__(self, model: torch.nn.Module, criterion: Callable, batches: Sequence[Batch], *,
                  train: bool = False, weight_decay: float = 0.0, params: Sequence[str] | None = None,
                  max_retained_batches: int | None = None, retain_fraction: float = 0.3,
-                 _local: Any = None, _share: float | None = None, _n_total: int | None = None):
+                 _local: Any = None, _share: float | None = None, _n_total: int | None = None,
+                 _data_hash: str | None = None):
         from .hessian import HessianOperator
 
         if _local is None:
@@ -317,14 +318,30 @@ class DataParallelHessian:
                 _n_total = int(all_reduce_sum(torch.tensor(float(n_local), dtype=torch.float64)).item())
             _share = n_local / _n_total
         self.local, self.share, self._n_total = _local, float(_share), int(_n_total)
+        self._batches, self._data_hash = batches, _data_hash
         self.weight_decay = float(weight_decay)
         self.n, self.dtype, self.device = _local.n, _local.dtype, _local.device
         self.n_matvecs = 0
         self._loss: float | None = None
 
     @property
+    def model(self) -> torch.nn.Module:
+        return self.local.model
+
+    @property
     def mode(self) -> str:
         return self.local.mode
+
+    @property
+    def engine_provenance(self) -> dict[str, Any]:
+        """What :func:`landscape.hessian.analyze_hessian` records about this engine."""
+        return {"engine": "data-parallel", "world_size": world_size()}
+
+    def data_hash(self) -> str:
+        """Hash of the global batch list (every rank's shard, gathered), as a single process would see it."""
+        if self._data_hash is None:
+            self._data_hash = _data_hash(self._batches)
+        return self._data_hash
 
     @property
     def block(self) -> str | None:
@@ -347,7 +364,7 @@ class DataParallelHessian:
         """Diagonal block ``H[params, params]``, sharing data and kept graphs."""
         return DataParallelHessian(None, None, (), weight_decay=self.weight_decay,
                                    _local=self.local.restrict(params, block=block), _share=self.share,
-                                   _n_total=self._n_total)
+                                   _n_total=self._n_total, _data_hash=self.data_hash())
 
     def release(self) -> None:
         self.local.release()
@@ -358,28 +375,42 @@ class DataParallelHessian:
     def __exit__(self, *exc: Any) -> None:
         self.release()
 
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        """``H @ V`` for ``V`` of shape ``[n, m]`` (or ``[n]``): one local product, one all-reduce."""
-        vec = V.dim() == 1
-        V2 = V[:, None] if vec else V
+    def _reduced(self, local: Callable[[], torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+        """``sum_r (N_r / N) local_r()`` in one all-reduce, with the loss and a NaN flag riding along."""
         try:
-            hv = self.local.matmat(V2)
+            part = local()
             loss, bad = float(self.local.loss), 0.0
         except NumericsError:
-            hv, loss, bad = torch.zeros(V2.shape, dtype=self.dtype, device=self.device), 0.0, 1.0
-        m = hv.shape[1]
-        buf = torch.cat([hv.reshape(-1) * self.share,
-                         torch.tensor([loss * self.share, bad], dtype=hv.dtype, device=hv.device)])
+            part, loss, bad = torch.zeros(shape, dtype=self.dtype, device=self.device), 0.0, 1.0
+        buf = torch.cat([part.reshape(-1) * self.share,
+                         torch.tensor([loss * self.share, bad], dtype=part.dtype, device=part.device)])
         all_reduce_sum(buf)
         if buf[-1].item() > 0:
             raise NumericsError(f"Hessian: the loss is not finite on {int(buf[-1].item())} rank(s)")
         if self._loss is None:
             self._loss = float(buf[-2])
-        out = buf[:-2].view(self.n, m)
+        return buf[:-2].view(shape)
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``H @ V`` for ``V`` of shape ``[n, m]`` (or ``[n]``): one local product, one all-reduce."""
+        vec = V.dim() == 1
+        V2 = V[:, None] if vec else V
+        out = self._reduced(lambda: self.local.matmat(V2), (self.n, V2.shape[1]))
         if self.weight_decay:
             out.add_(V2.to(device=out.device, dtype=out.dtype), alpha=self.weight_decay)
-        self.n_matvecs += m
+        self.n_matvecs += V2.shape[1]
         return out[:, 0] if vec else out
+
+    def gradient(self) -> torch.Tensor:
+        """Full-data gradient ``sum_r (N_r / N) g_r + wd * theta`` (one all-reduce)."""
+        g = self._reduced(self.local.gradient, (self.n,))
+        if self.weight_decay:
+            g.add_(torch.cat([p.detach().reshape(-1) for p in self.local.parameters()]), alpha=self.weight_decay)
+        return g
+
+    def output_gradient(self) -> torch.Tensor:
+        """Mean-output gradient ``J^T 1 / N = sum_r (N_r / N) u_r`` (one all-reduce)."""
+        return self._reduced(self.local.output_gradient, (self.n,))
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         return self.matmat(v)
@@ -397,80 +428,19 @@ def _data_hash(batches: Sequence[Batch]) -> str:
 
 
 def parallel_hessian(model: torch.nn.Module, criterion: Callable, batches: Sequence[Batch], *,
-                     top_k: int = 5, which: str = "LA", tol: float = 1e-3, max_iter: int = 200,
-                     trace: bool = True, trace_method: str = "hutch++", trace_matvecs: int = 60,
-                     density: bool = False, density_runs: int = 4, density_steps: int = 60,
-                     blocks: str | Mapping[str, Sequence[str]] | None = None,
-                     weight_decay: float = 0.0, train: bool = False, seed: int = 0,
-                     max_retained_batches: int | None = None, block_size: int | None = None,
-                     h5_path: str | os.PathLike | None = None, provenance: Mapping[str, Any] | None = None,
-                     group: str = "hessian"):
+                     weight_decay: float = 0.0, train: bool = False, max_retained_batches: int | None = None,
+                     **kwargs: Any):
     """Top-k eigenvalues, trace and density of the full-data Hessian, data-parallel over ranks.
 
-    ``batches``: this rank's shard (:func:`shard_batches` of the global list). The estimators
-    of :mod:`landscape.hessian` run on :class:`DataParallelHessian` on every rank with the
-    same seeds, so every rank holds the same :class:`~landscape.hessian.HessianAnalysis`;
-    it equals the single-process result within float summation error. With ``h5_path`` each
-    part is written by rank 0 (``save_hessian_result``, same layout as ``analyze_hessian``)
-    as soon as it is done, keyed by ``content_key`` of its settings, the model state hash and
-    the global data hash; a part stored with that key is loaded (rank 0 decides, all follow).
+    ``batches``: this rank's shard (:func:`shard_batches` of the global list).
+    :func:`landscape.hessian.analyze_hessian` (``kwargs``: its options) on a
+    :class:`DataParallelHessian`, on every rank with the same seeds, so every rank holds the
+    same :class:`~landscape.hessian.HessianAnalysis`; it equals the single-process result
+    within float summation error. Parts are stored by rank 0 (same layout, keyed with the
+    global data hash and ``engine='data-parallel'``) and resumed like the single-process ones.
     """
-    from . import hessian as H
-    from .params import check_finite_parameters
-    from .provenance import content_key, hash_state
-    from .provenance import provenance as make_provenance
+    from .hessian import analyze_hessian
 
-    check_finite_parameters(model)
     op = DataParallelHessian(model, criterion, batches, train=train, weight_decay=weight_decay,
                              max_retained_batches=max_retained_batches)
-    if top_k and top_k > op.n:
-        raise LandscapeError(f"top_k={top_k} exceeds the number of parameters ({op.n})")
-    targets: list[tuple[str | None, Any]] = [(None, op)]
-    if blocks is not None:
-        targets += [(name, op.restrict(names, block=name))
-                    for name, names in H.parameter_groups(model, blocks).items()]
-    prov = {k: v for k, v in dict(provenance or {}).items() if k not in ("created_utc", "versions")}
-    base = {"model": hash_state(model.state_dict()), "data": _data_hash(batches), "mode": op.mode,
-            "weight_decay": op.weight_decay, "user": prov, "engine": "data-parallel"}
-    specs = {
-        "topk": dict(k=top_k, which=which, tol=tol, max_iter=max_iter, seed=seed) if top_k else None,
-        "trace": dict(method=trace_method, n_matvecs=trace_matvecs, seed=seed) if trace else None,
-        "density": dict(n_runs=density_runs, steps=density_steps, seed=seed) if density else None,
-    }
-    runners = {
-        "topk": lambda o: H.top_eigenvalues(o, top_k, which=which, tol=tol, max_iter=max_iter, seed=seed),
-        "trace": lambda o: H.hessian_trace(o, method=trace_method, n_matvecs=trace_matvecs, seed=seed,
-                                           block_size=block_size),
-        "density": lambda o: H.spectral_density(o, n_runs=density_runs, steps=density_steps, seed=seed),
-    }
-    top = H.HessianAnalysis(mode=op.mode, n_params=op.n)
-    total = 0
-    with op:
-        for name, o in targets:
-            res = top if name is None else H.HessianAnalysis(mode=o.mode, n_params=o.n)
-            for part, spec in specs.items():
-                if spec is None:
-                    continue
-                key = content_key({**base, "part": part, "block": name or "", **spec})
-                stored = None
-                if h5_path is not None and is_main() and H.stored_key(h5_path, part, block=name, group=group) == key:
-                    stored = H.load_hessian_result(h5_path, part, block=name, group=group)[0]
-                stored = broadcast_object(stored)
-                if stored is not None:
-                    setattr(res, part, stored)
-                    top.loaded.append(f"blocks/{name}/{part}" if name else part)
-                    continue
-                value = runners[part](o)
-                total += value.n_matvecs
-                setattr(res, part, value)
-                if h5_path is not None and is_main():
-                    info = make_provenance(**prov, method=f"hessian/{part}", settings=spec, engine="data-parallel",
-                                           world_size=world_size(), model_hash=base["model"], data_hash=base["data"],
-                                           n_samples=op.n_samples, loss=op.loss, mode=op.mode,
-                                           weight_decay=op.weight_decay, block=name or "")
-                    H.save_hessian_result(h5_path, value, info, key=key, group=group)
-            if name is not None:
-                top.blocks[name] = res
-    top.loss = op.loss
-    top.n_matvecs = total
-    return top
+    return analyze_hessian(model, criterion, (), operator=op, **kwargs)

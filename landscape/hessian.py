@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed as dist
 from . import linalg
 from .batches import Batch, Criterion, batch_weights, finite_or_raise, materialize, model_device
 from .errors import LandscapeError
@@ -94,6 +95,7 @@ class _Graphs:
         self.auto_retain: int | None = None
         self.loss: float | None = None
         self.n_graph_builds = 0
+        self.output_grad: torch.Tensor | None = None   # J^T 1 / N over all trainable parameters
 
     def build(self, b: int, measure: bool = False) -> tuple[torch.Tensor, tuple]:
         """Forward + first backward (``create_graph=True``) of batch ``b``: ``(loss_b, grads)``."""
@@ -207,6 +209,10 @@ class HessianOperator:
                                weight_decay=self.weight_decay, _graphs=self._g)
 
     @property
+    def model(self) -> nn.Module:
+        return self._g.model
+
+    @property
     def mode(self) -> str:
         return "train" if self._g.train else "eval"
 
@@ -222,6 +228,17 @@ class HessianOperator:
     @property
     def n_retained(self) -> int:
         return len(self._g.retained)
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The operator's parameter tensors, in the order of the flat vectors."""
+        return [self._g.params[i] for i in self.index]
+
+    def data_hash(self) -> str:
+        """``hash_state`` of the operator's batches (inputs and targets, in order)."""
+        data = {}
+        for i, (x, y) in enumerate(self._g.data):
+            data[f"{i}.x"], data[f"{i}.y"] = x, y
+        return hash_state(data)
 
     def release(self) -> None:
         """Free the kept graphs."""
@@ -258,6 +275,24 @@ class HessianOperator:
             loss_b, grads, kept = self._g.graph(b)
             yield w, loss_b, self._double_backward(grads, rows, keep=kept)
 
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
+        """The analysis mode for one pass over the data; flags and buffers restored after."""
+        # train mode: forward passes update BatchNorm running statistics; put them back
+        buffers = [(b, b.detach().clone()) for b in self._g.model.buffers()] if self._g.train else []
+        try:
+            with evaluation_mode(self._g.model, self._g.train):
+                yield
+        finally:
+            # through .data: kept graphs saved these buffers (BatchNorm's backward signature)
+            # but do not use their values in train mode; the version counter must not move
+            for b, saved in buffers:
+                b.data.copy_(saved)
+
+    def _check_loss(self, loss: torch.Tensor) -> None:
+        if self._g.loss is None:
+            self._g.loss = finite_or_raise(loss, "Hessian: full-data loss")
+
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """``H @ V`` for ``V`` of shape ``[n, m]`` (or ``[n]``), in the parameters' dtype."""
         vec = V.dim() == 1
@@ -266,23 +301,65 @@ class HessianOperator:
         if V.dim() != 2 or V.shape[0] != self.n:
             raise LandscapeError(f"probe block has shape {tuple(V.shape)}, expected ({self.n}, m)")
         rows = V.T.to(device=self.device, dtype=self.dtype).contiguous()
-        # train mode: forward passes update BatchNorm running statistics; put them back
-        buffers = [(b, b.detach().clone()) for b in self._g.model.buffers()] if self._g.train else []
-        try:
-            with evaluation_mode(self._g.model, self._g.train):
-                loss, HV = weighted_batch_sum(self._batch_terms(rows))
-        finally:
-            # through .data: kept graphs saved these buffers (BatchNorm's backward signature)
-            # but do not use their values in train mode; the version counter must not move
-            for b, saved in buffers:
-                b.data.copy_(saved)
-        if self._g.loss is None:
-            self._g.loss = finite_or_raise(loss, "Hessian: full-data loss")
+        with self._session():
+            loss, HV = weighted_batch_sum(self._batch_terms(rows))
+        self._check_loss(loss)
         if self.weight_decay:
             HV.add_(rows, alpha=self.weight_decay)
         self.n_matvecs += rows.shape[0]
         out = HV.T
         return out[:, 0] if vec else out
+
+    def gradient(self) -> torch.Tensor:
+        """Full-data gradient ``grad L + wd * theta`` over the operator's parameters, flat.
+
+        Builds the per-batch graphs (keeping those that fit), so a following product on
+        kept batches costs no extra forward pass.
+        """
+        params = self.parameters()
+
+        def terms():
+            for b, w in enumerate(self._g.weights):
+                loss_b, grads, _ = self._g.graph(b)
+                flat = torch.cat([(grads[i].detach() if grads[i] is not None else torch.zeros_like(p)).reshape(-1)
+                                  for i, p in zip(self.index, params)])
+                yield w, loss_b, flat
+
+        with self._session():
+            loss, g = weighted_batch_sum(terms())
+        self._check_loss(loss)
+        if self.weight_decay:
+            g.add_(torch.cat([p.detach().reshape(-1) for p in params]), alpha=self.weight_decay)
+        return g
+
+    def output_gradient(self) -> torch.Tensor:
+        """``J^T 1 / N``: gradient of the model's outputs summed over output entries and averaged
+        over the ``N`` samples, flat over the operator's parameters (no weight-decay term).
+
+        For a Gauss-Newton-dominated Hessian (MSE, cross-entropy near the data) the top outlier
+        eigenvector lies close to this mean-output gradient. One forward and one plain backward
+        per batch, cached for the blocks; also sets the full-data loss (NaN check).
+        Error if the model's output is not a single tensor.
+        """
+        g = self._g
+        if g.output_grad is None:
+            def terms():
+                for (x, y), w in zip(g.data, g.weights):
+                    out = g.model(x)
+                    if not isinstance(out, torch.Tensor):
+                        raise LandscapeError(f"the model returns {type(out).__name__}, not a tensor: "
+                                             "use start='random' or 'gradient'")
+                    loss_b = g.criterion(out, y)
+                    og = torch.autograd.grad(out.sum() / x.shape[0], g.params, allow_unused=True)
+                    yield w, loss_b.detach(), torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1)
+                                                         for t, p in zip(og, g.params)])
+
+            with self._session():
+                loss, g.output_grad = weighted_batch_sum(terms())
+            self._check_loss(loss)
+        sizes = [p.numel() for p in g.params]
+        full = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        return torch.cat([g.output_grad[full[i]:full[i + 1]] for i in self.index])
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         return self.matmat(v)
@@ -330,7 +407,7 @@ def parameter_groups(model: nn.Module, groups: str | Mapping[str, Sequence[str]]
 def block_operators(op: HessianOperator, groups: str | Mapping[str, Sequence[str]]) -> dict[str, HessianOperator]:
     """Diagonal-block operators ``{name: H[block, block]}`` sharing ``op``'s data and graphs."""
     return {name: op.restrict(names, block=name)
-            for name, names in parameter_groups(op._g.model, groups).items()}
+            for name, names in parameter_groups(op.model, groups).items()}
 
 
 # ----------------------------------------------------------------------------- results
@@ -364,6 +441,7 @@ class HessianEigen:
     seed: int
     method: str = "lanczos"
     block: str = ""
+    start: str = "random"
     eigenvectors: np.ndarray | None = None
 
 
@@ -448,23 +526,64 @@ def _meta(op: HessianOperator, seed: int) -> dict[str, Any]:
                 block=op.block or "")
 
 
+STARTS = ("auto", "output", "gradient", "random")
+START_NOISE = 0.1
+
+
+def start_vector(op: HessianOperator, start: str, which: str, seed: int) -> tuple[torch.Tensor, str]:
+    """Lanczos start vector on the model's device and the rule used.
+
+    ``'random'``: seeded Gaussian ``z``. ``'output'``: ``u/|u| + 0.1 z/|z|`` with ``u = J^T 1 / N``
+    the mean-output gradient (:meth:`HessianOperator.output_gradient`, about one gradient's
+    cost): close to the top eigenvector when the Gauss-Newton part dominates (MSE: the
+    "mean" outlier of the spectrum). ``'gradient'``: the same with the full-data loss gradient
+    ``g`` (:meth:`HessianOperator.gradient`, which also builds the graphs the first product
+    needs). The random part keeps every eigenvector reachable; a zero ``u`` or ``g`` falls back
+    to ``z``. ``'auto'``: ``'output'`` for ``which`` LA/LM (``'random'`` if the model's output is
+    not a single tensor), ``'random'`` for SA. Any start gives the same eigenvalues; a good one
+    needs fewer products.
+    """
+    if start not in STARTS:
+        raise LandscapeError(f"start={start!r}: choose one of {', '.join(STARTS)}")
+    rule = ("random" if which == "SA" else "output") if start == "auto" else start
+    z = torch.randn(op.n, generator=linalg.generator(op.device, seed), device=op.device, dtype=op.dtype)
+    if rule == "random":
+        return z, rule
+    try:
+        u = op.output_gradient() if rule == "output" else op.gradient()
+    except LandscapeError:
+        if start != "auto":
+            raise
+        return z, "random"
+    un = float(u.norm())
+    if un > 0 and math.isfinite(un):
+        return u / un + START_NOISE * z / z.norm(), rule
+    return z, "random"
+
+
 def top_eigenvalues(op: HessianOperator, k: int = 5, *, which: str = "LA", tol: float = 1e-3,
                     stop: str = "residual", max_iter: int = 200, max_basis: int | None = None,
-                    seed: int = 0, eigenvectors: bool = False, callback=None) -> HessianEigen:
+                    seed: int = 0, start: str = "auto", eigenvectors: bool = False,
+                    callback=None) -> HessianEigen:
     """Top-``k`` eigenpairs of ``op`` by :func:`landscape.linalg.lanczos` (``which``: LA/SA/LM).
 
-    Seeded Gaussian start vector created on the model's device; ``max_iter`` caps products;
-    ``stop``: ``'residual'`` (``||Hv - lambda v|| <= tol |lambda|``) or ``'eigenvalue'``
-    (estimated eigenvalue error ``<= tol |lambda|``).
+    Start vector by :func:`start_vector` (seeded, on the model's device); ``max_iter`` caps
+    products; ``stop``: ``'residual'`` (``||Hv - lambda v|| <= tol |lambda|``) or ``'eigenvalue'``
+    (estimated eigenvalue error ``<= tol |lambda|``). ``seconds`` includes the start vector.
     """
     t0, mv0 = time.perf_counter(), op.n_matvecs
+    if which not in linalg.WHICH:
+        raise LandscapeError(f"which={which!r}: choose one of {', '.join(linalg.WHICH)}")
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > op.n:
+        raise LandscapeError(f"top_k={k} exceeds the number of parameters ({op.n})")
+    q0, rule = start_vector(op, start, which, seed)
     r = linalg.lanczos(op.matmat, op.n, k, which=which, tol=tol, stop=stop,
-                       max_iter=max_iter, max_basis=max_basis, seed=seed, device=op.device,
+                       max_iter=max_iter, max_basis=max_basis, seed=seed, start=q0, device=op.device,
                        dtype=op.dtype, eigenvectors=eigenvectors, callback=callback)
     vecs = r.eigenvectors.cpu().numpy() if r.eigenvectors is not None else None
     return HessianEigen(r.eigenvalues, r.residuals, r.error_estimates, r.converged, which, float(tol),
                         stop, int(max_iter), op.n_matvecs - mv0, r.n_restarts,
-                        time.perf_counter() - t0, eigenvectors=vecs, **_meta(op, seed))
+                        time.perf_counter() - t0, start=rule, eigenvectors=vecs, **_meta(op, seed))
 
 
 TRACE_METHODS = ("hutch++", "hutchinson")
@@ -588,7 +707,8 @@ _VOLATILE = {"created_utc", "versions"}
 
 def analyze_hessian(model: nn.Module, criterion: Criterion, batches: Iterable[Batch], *,
                     top_k: int = 5, which: str = "LA", tol: float = 1e-3, stop: str = "residual",
-                    max_iter: int = 200, max_basis: int | None = None, eigenvectors: bool = False,
+                    max_iter: int = 200, max_basis: int | None = None, start: str = "auto",
+                    eigenvectors: bool = False,
                     trace: bool = True, trace_method: str = "hutch++", trace_matvecs: int = 60,
                     density: bool = False, density_runs: int = 4, density_steps: int = 60,
                     sigma: float | None = None, sigma_rel: float = 0.01, n_grid: int = 1024,
@@ -596,7 +716,7 @@ def analyze_hessian(model: nn.Module, criterion: Criterion, batches: Iterable[Ba
                     weight_decay: float = 0.0, train: bool = False, seed: int = 0,
                     max_retained_batches: int | None = None, block_size: int | None = None,
                     h5_path: str | Path | None = None, provenance: Mapping[str, Any] | None = None,
-                    group: str = H5_GROUP) -> HessianAnalysis:
+                    group: str = H5_GROUP, operator: Any = None) -> HessianAnalysis:
     """Top-k eigenvalues, trace and density of the full-data Hessian (and per block on request).
 
     ``top_k=0`` skips the eigenvalues. With ``h5_path`` each part is written to
@@ -604,34 +724,41 @@ def analyze_hessian(model: nn.Module, criterion: Criterion, batches: Iterable[Ba
     by ``content_key`` of its settings, the model state hash, the data hash and the stable
     fields of ``provenance``; a part already stored with the same key is loaded, not recomputed.
     The model's mode flags and parameters are unchanged on return.
+
+    ``operator``: a prebuilt operator to use instead of building a :class:`HessianOperator`
+    from ``batches``/``train``/``weight_decay``/``max_retained_batches`` (which are then
+    ignored), e.g. :class:`landscape.distributed.DataParallelHessian`. Under a process group
+    rank 0 alone reads and writes ``h5_path`` and tells the other ranks what it found.
     """
     if top_k and which not in linalg.WHICH:
         raise LandscapeError(f"which={which!r}: choose one of {', '.join(linalg.WHICH)}")
     if top_k and stop not in linalg.STOP_RULES:
         raise LandscapeError(f"stop={stop!r}: choose one of {', '.join(linalg.STOP_RULES)}")
+    if top_k and start not in STARTS:
+        raise LandscapeError(f"start={start!r}: choose one of {', '.join(STARTS)}")
     if trace and trace_method not in TRACE_METHODS:
         raise LandscapeError(f"trace method {trace_method!r}: choose one of {', '.join(TRACE_METHODS)}")
-    op = HessianOperator(model, criterion, batches, train=train, weight_decay=weight_decay,
-                         max_retained_batches=max_retained_batches)
+    op = operator if operator is not None else HessianOperator(
+        model, criterion, batches, train=train, weight_decay=weight_decay,
+        max_retained_batches=max_retained_batches)
     if top_k and top_k > op.n:
         raise LandscapeError(f"top_k={top_k} exceeds the number of parameters ({op.n})")
-    targets: list[tuple[str | None, HessianOperator]] = [(None, op)]
+    targets: list[tuple[str | None, Any]] = [(None, op)]
     if blocks is not None:
         targets += [(name, b) for name, b in block_operators(op, blocks).items()]
     for name, o in targets[1:]:
         if top_k and top_k > o.n:
             raise LandscapeError(f"top_k={top_k} exceeds the number of parameters of block {name!r} ({o.n})")
+    engine = dict(getattr(op, "engine_provenance", {}))     # e.g. data-parallel: engine, world_size
     base: dict[str, Any] = {}
     prov = {k: v for k, v in (provenance or {}).items() if k not in _VOLATILE}
     if h5_path is not None:
-        data = {}
-        for i, (x, y) in enumerate(op._g.data):
-            data[f"{i}.x"], data[f"{i}.y"] = x, y
-        base = {"model": hash_state(model.state_dict()), "data": hash_state(data),
-                "mode": op.mode, "weight_decay": op.weight_decay,
-                "user": prov}
+        base = {"model": hash_state(model.state_dict()), "data": op.data_hash(),
+                "mode": op.mode, "weight_decay": op.weight_decay, "user": prov}
+        if "engine" in engine:
+            base["engine"] = engine["engine"]
     specs = {
-        "topk": dict(k=top_k, which=which, tol=tol, stop=stop, max_iter=max_iter, max_basis=max_basis,
+        "topk": dict(k=top_k, which=which, tol=tol, stop=stop, max_iter=max_iter, max_basis=max_basis, start=start,
                      seed=seed, eigenvectors=eigenvectors) if top_k else None,
         "trace": dict(method=trace_method, n_matvecs=trace_matvecs, seed=seed) if trace else None,
         "density": dict(n_runs=density_runs, steps=density_steps, seed=seed, sigma=sigma,
@@ -639,7 +766,8 @@ def analyze_hessian(model: nn.Module, criterion: Criterion, batches: Iterable[Ba
     }
     runners = {
         "topk": lambda o: top_eigenvalues(o, top_k, which=which, tol=tol, stop=stop, max_iter=max_iter,
-                                          max_basis=max_basis, seed=seed, eigenvectors=eigenvectors),
+                                          max_basis=max_basis, seed=seed, start=start,
+                                          eigenvectors=eigenvectors),
         "trace": lambda o: hessian_trace(o, method=trace_method, n_matvecs=trace_matvecs, seed=seed,
                                          block_size=block_size),
         "density": lambda o: spectral_density(o, n_runs=density_runs, steps=density_steps, seed=seed,
@@ -647,29 +775,32 @@ def analyze_hessian(model: nn.Module, criterion: Criterion, batches: Iterable[Ba
     }
     top = HessianAnalysis(mode=op.mode, n_params=op.n)
     total = 0
+    writer = h5_path is not None and dist.is_main()
     with op:
         for name, o in targets:
             res = top if name is None else HessianAnalysis(mode=o.mode, n_params=o.n)
             for part, spec in specs.items():
                 if spec is None:
                     continue
-                label = f"blocks/{name}/{part}" if name else part
                 key = ""
                 if h5_path is not None:
                     key = content_key({**base, "part": part, "block": name or "",
                                        "params": o.param_names if name else "all", **spec})
-                    if stored_key(h5_path, part, block=name, group=group) == key:
-                        loaded = load_hessian_result(h5_path, part, block=name, group=group)
-                        setattr(res, part, loaded[0])
-                        top.loaded.append(label)
+                    stored = None
+                    if writer and stored_key(h5_path, part, block=name, group=group) == key:
+                        stored = load_hessian_result(h5_path, part, block=name, group=group)[0]
+                    stored = dist.broadcast_object(stored)
+                    if stored is not None:
+                        setattr(res, part, stored)
+                        top.loaded.append(f"blocks/{name}/{part}" if name else part)
                         continue
                 value = runners[part](o)
                 total += value.n_matvecs
                 setattr(res, part, value)
-                if h5_path is not None:
+                if writer:
                     ours = dict(method=f"hessian/{part}", settings=spec, model_hash=base["model"],
                                 data_hash=base["data"], n_samples=op.n_samples, loss=op.loss,
-                                mode=op.mode, weight_decay=op.weight_decay, block=name or "")
+                                mode=op.mode, weight_decay=op.weight_decay, block=name or "", **engine)
                     info = make_provenance(**{**prov, **ours})
                     save_hessian_result(h5_path, value, info, key=key, group=group)
             if name is not None:

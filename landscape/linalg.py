@@ -70,9 +70,14 @@ def _order(theta: np.ndarray, which: str) -> np.ndarray:
     return np.argsort(-np.abs(theta), kind="stable")
 
 
-def _breakdown_floor(dtype: torch.dtype, anorm: float) -> float:
-    """Residual level indistinguishable from rounding: ``100 * eps(dtype) * ||A||``."""
-    return 100.0 * torch.finfo(dtype).eps * anorm
+def _breakdown_floor(dtype: torch.dtype, anorm: float, factor: float = 100.0) -> float:
+    """Residual level indistinguishable from rounding: ``factor * eps(dtype) * ||A||``."""
+    return factor * torch.finfo(dtype).eps * anorm
+
+
+#: ``beta <= BREAKDOWN * eps * ||A||`` after full reorthogonalisation: the Krylov space is
+#: (numerically) invariant; what is left of the new direction is rounding noise.
+BREAKDOWN = 1000.0
 
 
 STOP_RULES = ("residual", "eigenvalue")
@@ -157,7 +162,7 @@ def lanczos(matmat: MatMat, n: int, k: int, *, which: str = "LA", tol: float = 1
     in far fewer steps; :func:`error_estimates`).
 
     A Krylov space holds one direction per eigenspace, so when ``beta`` drops to rounding level
-    (an invariant subspace) the run goes on from a random vector orthogonal to the basis and
+    (``<= 1000 eps ||A||``: an invariant subspace) the run goes on from a random vector orthogonal to the basis and
     stops only when that new run's extreme Ritz value has converged as well: an eigenvalue of
     multiplicity 2 is then reported twice (higher multiplicities need one breakdown per copy).
     When the basis reaches ``max_basis`` vectors (default ``max(40, 3k)``, capped at ``n``) it
@@ -218,7 +223,7 @@ def lanczos(matmat: MatMat, n: int, k: int, *, which: str = "LA", tol: float = 1
         want = _order(theta, which)[:k]
         est = beta * np.abs(S[j - 1, want])
         ok = _accuracy(theta, want, est, stop) <= np.maximum(tol * np.abs(theta[want]), floor)
-        invariant = beta <= floor
+        invariant = beta <= _breakdown_floor(dtype, anorm, BREAKDOWN)
         if callback is not None:
             callback(matvecs, theta[want], est, error_estimates(theta, want, est))
         fresh_ok = fresh == 0 or _fresh_run_converged(T[fresh:j, fresh:j], beta, which, tol, floor, stop)
@@ -356,7 +361,7 @@ def slq(matmat: MatMat, n: int, n_runs: int, steps: int, *, seed: int = 0, devic
     ``matmat`` call per step. Full reorthogonalisation within each run; the tridiagonal
     ``T_r`` (alphas, betas) is diagonalised by ``eigh`` in float64: nodes = eigenvalues,
     weights = squared first components of the eigenvectors. A run whose ``beta`` falls to
-    rounding level (``100 eps ||A||``) stops early: its quadrature is then exact.
+    rounding level (``1000 eps ||A||``) stops early: its quadrature is then exact.
     Memory: ``n_runs * steps * n`` numbers.
     """
     if n_runs < 1 or steps < 1:
@@ -390,7 +395,7 @@ def slq(matmat: MatMat, n: int, n_runs: int, steps: int, *, seed: int = 0, devic
         for c, r in enumerate(active):
             alpha[r, j], beta[r, j] = a[c], b[c]
             anorm[r] = max(anorm[r], abs(a[c]) + b[c] + (beta[r, j - 1] if j else 0.0))
-            if j + 1 < steps and b[c] <= _breakdown_floor(dtype, anorm[r]):
+            if j + 1 < steps and b[c] <= _breakdown_floor(dtype, anorm[r], BREAKDOWN):
                 lengths[r] = j + 1
             elif j + 1 < steps:
                 q[r] = rests[c] / b[c]

@@ -116,6 +116,73 @@ def test_operator_equals_dense_hessian_with_unequal_batches(mlp):
             assert op.loss == pytest.approx(float(crit(model(X), Y)), rel=1e-12)
 
 
+def test_gradient_is_full_data_gradient_plus_weight_decay(mlp):
+    model, crit, batches, _ = mlp
+    N = sum(x.shape[0] for x, _ in batches)
+    loss = sum(crit(model(x), y) * (x.shape[0] / N) for x, y in batches)
+    g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, list(model.parameters()))])
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    with HessianOperator(model, crit, batches, weight_decay=0.1) as op:
+        assert torch.allclose(op.gradient(), g + 0.1 * theta, rtol=1e-12, atol=1e-14)
+        assert op.n_matvecs == 0 and op.loss == pytest.approx(loss.item(), rel=1e-12)
+        block = op.restrict(["2.weight"])
+        assert torch.allclose(block.gradient(), (g + 0.1 * theta)[30:42], rtol=1e-12, atol=1e-14)
+
+
+def test_output_gradient_is_mean_output_jacobian(mlp):
+    model, crit, batches, _ = mlp
+    N = sum(x.shape[0] for x, _ in batches)
+    mean_out = sum(model(x).sum() for x, _ in batches) / N          # J^T 1 / N, all output entries
+    u = torch.cat([t.reshape(-1) for t in torch.autograd.grad(mean_out, list(model.parameters()))])
+    loss = sum(crit(model(x), y) * (x.shape[0] / N) for x, y in batches)
+    with HessianOperator(model, crit, batches, weight_decay=0.1) as op:
+        assert torch.allclose(op.output_gradient(), u, rtol=1e-12, atol=1e-14)   # no weight-decay term
+        assert op.n_matvecs == 0 and op._g.n_graph_builds == 0
+        assert op.loss == pytest.approx(loss.item(), rel=1e-12)
+        assert torch.allclose(op.restrict(["2.weight"]).output_gradient(), u[30:42], rtol=1e-12, atol=1e-14)
+
+
+class TupleOut(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x), None
+
+
+def test_start_rules_and_fallbacks(mlp, swin):
+    model, crit, batches, Hd = mlp
+    exact = np.linalg.eigvalsh(Hd)
+    with HessianOperator(model, crit, batches) as op:
+        assert top_eigenvalues(op, 2, tol=1e-9).start == "output"
+        assert top_eigenvalues(op, 2, which="LM", tol=1e-9).start == "output"
+        sa = top_eigenvalues(op, 2, which="SA", tol=1e-9)
+        assert sa.start == "random" and np.allclose(sa.eigenvalues, exact[:2], rtol=1e-8)
+        with pytest.raises(LandscapeError, match="start='middle'"):
+            top_eigenvalues(op, 1, start="middle")
+    tuple_model = TupleOut(model)
+
+    def tuple_crit(out, y):
+        return crit(out[0], y)
+
+    with HessianOperator(tuple_model, tuple_crit, batches) as op:
+        r = top_eigenvalues(op, 2, tol=1e-9)                      # auto: falls back to a random start
+        assert r.start == "random" and np.allclose(r.eigenvalues, exact[::-1][:2], rtol=1e-8)
+        with pytest.raises(LandscapeError, match="not a tensor"):
+            top_eigenvalues(op, 1, start="output")
+    # an MSE model: the mean-output gradient is near the top eigenvector, so fewer products
+    model, crit, batches, Hd = swin
+    top = np.linalg.eigvalsh(Hd)[-1]
+    counts = {}
+    for start in ("random", "output"):
+        with HessianOperator(model, crit, batches) as op:
+            r = top_eigenvalues(op, 1, tol=1e-6, stop="eigenvalue", start=start)
+        assert r.eigenvalues[0] == pytest.approx(top, rel=1e-6)
+        counts[start] = r.n_matvecs
+    assert counts["output"] < counts["random"], counts
+
+
 def test_graphs_shared_across_columns_and_kept_between_calls(mlp):
     model, crit, batches, Hd = mlp
     V = torch.randn(44, 3, dtype=DT)
@@ -258,7 +325,8 @@ def test_pyhessian_top1_within_one_percent_on_swin(swin):
 
 # ----------------------------------------------------------------------------- blocks
 
-def test_block_operators_equal_dense_sub_blocks(mlp, swin):
+@pytest.mark.parametrize("start", ["random", "gradient", "output"])
+def test_block_operators_equal_dense_sub_blocks(mlp, swin, start):
     model, crit, batches, Hd = mlp
     groups = parameter_groups(model, {"first": ["0"], "out_w": ["2.weight"]})
     assert groups == {"first": ["0.weight", "0.bias"], "out_w": ["2.weight"]}
@@ -267,8 +335,8 @@ def test_block_operators_equal_dense_sub_blocks(mlp, swin):
         sub = {"first": np.arange(0, 30), "out_w": np.arange(30, 42)}
         for name, b in blocks.items():
             exact = np.linalg.eigvalsh(Hd[np.ix_(sub[name], sub[name])])[::-1][:3]
-            r = top_eigenvalues(b, 3, tol=1e-9)
-            assert r.block == name and r.n_params == len(sub[name])
+            r = top_eigenvalues(b, 3, tol=1e-9, start=start)     # out_w: eigenvalues come in pairs
+            assert r.block == name and r.n_params == len(sub[name]) and r.start == start
             assert np.allclose(r.eigenvalues, exact, rtol=1e-8), name
     # timm Swin stages 'layers.0', 'layers.1' against the dense sub-blocks
     model, crit, batches, Hd = swin
@@ -284,7 +352,7 @@ def test_block_operators_equal_dense_sub_blocks(mlp, swin):
                     pos += list(range(off, off + p.numel()))
                 off += p.numel()
             exact = np.linalg.eigvalsh(Hd[np.ix_(pos, pos)])[::-1][:2]
-            r = top_eigenvalues(b, 2, tol=1e-7)
+            r = top_eigenvalues(b, 2, tol=1e-7, start=start)
             assert np.allclose(r.eigenvalues, exact, rtol=1e-5), name
     with pytest.raises(LandscapeError, match="matches no trainable parameter"):
         parameter_groups(model, {"x": ["nonexistent"]})
