@@ -86,10 +86,11 @@ _SURFACE_SUBSETS = typer.Option("train,test", help="Evaluation subsets (loss, SR
 _SURFACE_SAMPLES = typer.Option(128, help="Images per evaluation subset (one centre crop each).")
 
 
-def _opts(subset: str, samples: int, batch_size: int, seed: int, which: str, device: str, loss: str):
+def _opts(subset: str, samples: int, batch_size: int, seed: int, which: str, device: str, loss: str,
+          compile: str = "auto"):
     from landscape.workflows import AnalysisOptions
 
-    return AnalysisOptions(tuple(_csv_strs(subset)), samples, batch_size, seed, which, device, loss)
+    return AnalysisOptions(tuple(_csv_strs(subset)), samples, batch_size, seed, which, device, loss, compile)
 
 
 def _is_main() -> bool:
@@ -176,6 +177,11 @@ def analyze_sharpness_cmd(
     _out(render(rows, ["run", "measure", "setting", "value", "unit", "srcc_drop"]))
 
 
+_COMPILE = typer.Option("auto", "--compile", help="torch.compile the forward pass: on, off, or auto (compile when "
+                        "the cells left would take over 5 min eagerly; about 1.6x faster on CPU after up to a minute "
+                        "of compiling; checked against eager on the first compiled cell).")
+
+
 @analyze_app.command("surface")
 def analyze_surface_cmd(
     run: Path = typer.Argument(..., help="Run folder or checkpoint file."),
@@ -186,17 +192,21 @@ def analyze_surface_cmd(
     subset: str = _SURFACE_SUBSETS, samples: int = _SURFACE_SAMPLES, batch_size: int = _BATCH, seed: int = _SEED,
     checkpoint: str = _WHICH, device: str = _DEVICE, loss: str = _LOSS,
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write contour, heatmap and 3D plots (PDF, PNG)."),
+    compile: str = _COMPILE,
 ) -> None:
     """2D filter-normalised loss/SRCC plane (or 1D slice) around a checkpoint, resumable, in HDF5."""
     from landscape import workflows
     from landscape.surface import DirectionSpec
 
-    res = workflows.surface(run, _opts(subset, samples, batch_size, seed, checkpoint, device, loss), grid=grid,
+    res = workflows.surface(run, _opts(subset, samples, batch_size, seed, checkpoint, device, loss, compile), grid=grid,
                             ygrid=ygrid, plots=plots,
                             direction_spec=DirectionSpec(seed=seed, normalization=normalization,
                                                          orthogonalize=orthogonalize))
+    fwd = res.attrs.get("forward") or {}
+    how = (f"; forward: {fwd.get('eager_calls', 0)} eager + {fwd.get('compiled_calls', 0)} compiled cells"
+           + (f", compile fell back: {fwd['fallback']}" if fwd.get("fallback") else "")) if res.computed_now else ""
     _out(f"{res.kind}: {res.path} ({int(res.done.sum())}/{res.done.size} cells, "
-               f"{res.computed_now} computed now in {res.seconds:.1f} s)")
+         f"{res.computed_now} computed now in {res.seconds:.1f} s{how})")
 
 
 @analyze_app.command("interpolate")
@@ -207,12 +217,13 @@ def analyze_interpolate_cmd(
     buffers: str = typer.Option("interpolate", help="Buffers (e.g. BatchNorm statistics): interpolate or keep_a."),
     out: Optional[Path] = typer.Option(None, help="Output folder. [the sweep folder holding RUN_A]"),
     subset: str = _SURFACE_SUBSETS, samples: int = _SURFACE_SAMPLES, batch_size: int = _BATCH, seed: int = _SEED,
-    checkpoint: str = _WHICH, device: str = _DEVICE, loss: str = _LOSS,
+    checkpoint: str = _WHICH, device: str = _DEVICE, loss: str = _LOSS, compile: str = _COMPILE,
 ) -> None:
     """Keskar-style 1D interpolation theta(alpha) = (1 - alpha) theta_A + alpha theta_B."""
     from landscape import workflows
 
-    res = workflows.interpolation(run_a, run_b, _opts(subset, samples, batch_size, seed, checkpoint, device, loss),
+    res = workflows.interpolation(run_a, run_b, _opts(subset, samples, batch_size, seed, checkpoint, device, loss,
+                                                      compile),
                                   alpha=alpha, buffers=buffers, out=out)
     _out(f"interpolation: {res.path}")
 
@@ -223,12 +234,12 @@ def analyze_trajectory_cmd(
     num: int = typer.Option(21, help="Grid points per axis of the PCA plane."),
     center: bool = typer.Option(False, "--center", help="PCA of centred differences (Li et al.'s sklearn variant)."),
     subset: str = _SURFACE_SUBSETS, samples: int = _SURFACE_SAMPLES, batch_size: int = _BATCH, seed: int = _SEED,
-    device: str = _DEVICE, loss: str = _LOSS,
+    device: str = _DEVICE, loss: str = _LOSS, compile: str = _COMPILE,
 ) -> None:
     """PCA plane of the per-epoch checkpoints relative to the final one, with the path drawn on the surface."""
     from landscape import workflows
 
-    res, plane = workflows.trajectory(run, _opts(subset, samples, batch_size, seed, "best", device, loss),
+    res, plane = workflows.trajectory(run, _opts(subset, samples, batch_size, seed, "best", device, loss, compile),
                                       num=num, center=center)
     ev = plane.explained_variance_ratio
     _out(f"trajectory plane: {res.path}; explained variance {ev[0]:.1%} + {ev[1]:.1%}; "

@@ -2,7 +2,8 @@
 
 Run by hand (not a test):
 
-    .venv/bin/python bench/surface_vs_loss_landscapes.py --grid 11 --samples 256
+    .venv/bin/python bench/surface_vs_loss_landscapes.py --grid 51 --samples 256     # the CLI's default grid
+    .venv/bin/python bench/surface_vs_loss_landscapes.py --grid 11 --compile off      # eager against eager
     .venv/bin/python bench/surface_vs_loss_landscapes.py --device cuda --model swin_tiny --batch-size 64
 
 Same model, same data, same batching and same grid (``grid x grid`` points) for:
@@ -11,7 +12,9 @@ Same model, same data, same batching and same grid (``grid x grid`` points) for:
   under ``torch.inference_mode`` (no parameter updates, no loss, no metrics);
 - ``ours``: :func:`landscape.surface.compute_surface` (filter-normalised
   directions, functional evaluation, loss + SRCC + PLCC, HDF5 flushes), timed
-  end to end including drawing the directions and writing the files;
+  end to end including drawing the directions, writing the files and, when its
+  ``compile`` rule (default ``auto``: when the cells left would take over 5 min
+  eagerly) compiles the forward pass, the compilation and its check against eager;
 - ``loss-landscapes``: ``random_plane(..., normalization='layer')`` (its filter
   mode raises ZeroDivisionError on timm Swin), which evaluates only the loss.
 
@@ -66,16 +69,17 @@ def time_limit(model, batches, n_points, device) -> float:
     return time.perf_counter() - t0
 
 
-def time_ours(model, criterion, batches, grid, device, seed) -> float:
+def time_ours(model, criterion, batches, grid, device, seed, compile) -> tuple[float, dict]:
+    """Seconds of one full plane by ``compute_surface`` and how its forward ran (eager/compiled)."""
     with tempfile.TemporaryDirectory() as d:
         sync(device)
         t0 = time.perf_counter()
         r = compute_surface(model, criterion, {"train": batches}, d, f"-1:1:{grid}", None,
-                            DirectionSpec(seed=seed))
+                            DirectionSpec(seed=seed), compile=compile)
         sync(device)
         dt = time.perf_counter() - t0
     assert r.complete and r.computed_now == grid * grid
-    return dt
+    return dt, r.attrs["forward"]
 
 
 def time_loss_landscapes(model, criterion, batches, grid, device) -> float:
@@ -137,6 +141,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-ll", action="store_true", help="skip loss-landscapes (e.g. not installed)")
     ap.add_argument("--paired", type=int, default=0, help="also time N alternating single points ours/limit")
+    ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                    help="ours: torch.compile of the forward pass (compute_surface's compile=; timed end to end, "
+                         "compilation included)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,7 +165,9 @@ def main() -> None:
     times: dict[str, list[float]] = {"limit": [], "ours": [], "loss-landscapes": []}
     for r in range(args.repeats):
         times["limit"].append(time_limit(model, batches, n_points, device))
-        times["ours"].append(time_ours(model, criterion, batches, args.grid, device, seed=r))
+        t, forward = time_ours(model, criterion, batches, args.grid, device, seed=r, compile=args.compile)
+        times["ours"].append(t)
+        print(f"round {r}: ours' forward: {forward}", flush=True)
         if not args.skip_ll:
             times["loss-landscapes"].append(time_loss_landscapes(model, criterion, batches, args.grid, device))
         print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items() if v), flush=True)

@@ -98,7 +98,8 @@ def measure_vs_gap(batch_sizes: Sequence[int], measure: Sequence[float], gap: Se
     Points are coloured by batch size, with seed-std error bars on both axes; an
     optional ``groups`` label per point (e.g. the LR rule) picks the marker. The legend
     shows Kendall tau-b with its bootstrap CI (``correlation``, or computed with
-    :func:`stats.rank_correlation` defaults when None).
+    :func:`stats.rank_correlation` defaults when None). ``log_measure``: log x axis, used
+    only when the plotted x range spans at least a decade (else too few ticks are labelled).
     """
     bs = _vec(batch_sizes, "batch_sizes")
     n = bs.size
@@ -132,7 +133,8 @@ def measure_vs_gap(batch_sizes: Sequence[int], measure: Sequence[float], gap: Se
         tau_label = correlation.tau_text().replace("τ_b", r"$\tau_b$")
         handles.append(Line2D([], [], linestyle="none", label=tau_label))
         ax.legend(handles=handles, loc="best", handletextpad=0.3)
-        if log_measure:
+        lo, hi = ax.dataLim.intervalx
+        if log_measure and lo > 0 and hi >= 10 * lo:    # within one decade a log axis has too few ticks
             ax.set_xscale("log")
             _plain_log_axis(ax.xaxis)
         ax.set_xlabel(measure_label)

@@ -44,6 +44,7 @@ class AnalysisOptions:
     which: str = "best"
     device: str = "auto"
     loss: str = "train"
+    compile: str = "auto"       # grids: torch.compile of the forward pass (auto, on, off)
 
 
 def expand_runs(paths: Sequence[Path]) -> list[Path]:
@@ -222,7 +223,8 @@ def surface(path: Path, opts: AnalysisOptions, *, grid: str = "-1:1:51", ygrid: 
     one_d = ygrid == "none"
     spec = replace(direction_spec or DirectionSpec(seed=opts.seed), count=1 if one_d else 2)
     n = len(parse_grid(grid)) * (1 if one_d else len(parse_grid(ygrid or grid)))
-    common = dict(subset_keys=keys, checkpoint_hash=inp.checkpoint.content_hash, max_cells=max_cells)
+    common = dict(subset_keys=keys, checkpoint_hash=inp.checkpoint.content_hash, max_cells=max_cells,
+                  compile=opts.compile)
     if one_d:
         res = sharded_grid(lambda **kw: compute_slice(inp.model, inp.criterion, sets, inp.run_dir, grid, spec,
                                                       **common, **kw), n, inp.run_dir.name, progress)
@@ -252,7 +254,8 @@ def interpolation(path_a: Path, path_b: Path, opts: AnalysisOptions, *, alpha: s
     out_dir = Path(out) if out else inp.run_dir.parent
     res = sharded_grid(lambda **kw: interpolate(
         inp.model, inp.checkpoint.state_dict, ckpt_b.state_dict, inp.criterion, sets, out_dir, alpha,
-        buffers=buffers, subset_keys=keys, hash_a=inp.checkpoint.content_hash, hash_b=ckpt_b.content_hash, **kw),
+        buffers=buffers, subset_keys=keys, hash_a=inp.checkpoint.content_hash, hash_b=ckpt_b.content_hash,
+        compile=opts.compile, **kw),
         len(alpha_grid(alpha)), "interpolate", progress)
     labels = [Path(path_a).name, Path(path_b).name]
     if dist.is_main():
@@ -282,7 +285,8 @@ def trajectory(run: Path, opts: AnalysisOptions, *, num: int = 21, center: bool 
 
     def compute(**kw):
         res_, plane_ = trajectory_surface(inp.model, states, inp.criterion, sets, inp.run_dir, num=num, center=center,
-                                          subset_keys=keys, checkpoint_hash=inp.checkpoint.content_hash, **kw)
+                                          subset_keys=keys, checkpoint_hash=inp.checkpoint.content_hash,
+                                          compile=opts.compile, **kw)
         planes.append(plane_)
         return res_
 

@@ -124,6 +124,73 @@ def test_centre_cell_is_base_loss_exactly_and_1d_slice(tmp_path):
         assert s.values["train_loss"][ix] == pytest.approx(loss, rel=1e-12)
 
 
+def test_compiled_forward_matches_analytic_surface(tmp_path):
+    """compile='on': a real torch.compile of the perturbed forward; same closed-form values."""
+    model, sets, x, y = linear_problem(2)
+    spec = DirectionSpec(seed=4, normalization="layer", ignore_1d=False)
+    r = compute_surface(model, mse, sets, tmp_path, "-1:1:3", "-1:1:3", spec, compile="on")
+    fwd = r.attrs["forward"]
+    assert fwd["compile"] == "on" and fwd["fallback"] is None, fwd
+    assert fwd["compiled_calls"] == 9 and fwd["eager_calls"] == 0 and fwd["compile_seconds"] > 0
+    dirs = load_directions(tmp_path / r.attrs["directions_file"], [model.weight, model.bias])
+    for iy, b in enumerate(r.y):
+        for ix, a in enumerate(r.x):
+            loss, _ = analytic(model, dirs, x[:30], y[:30], a, b)
+            assert r.values["train_loss"][iy, ix] == pytest.approx(loss, rel=1e-10)
+
+
+class FakeCompile:
+    """Stands in for torch.compile: counts compilations; the 'compiled' function may break or lie."""
+
+    def __init__(self, mode: str):
+        self.mode, self.n = mode, 0
+
+    def __call__(self, fn, **options):
+        self.n += 1
+
+        def compiled(tensors, x):
+            if self.mode == "raise":
+                raise RuntimeError("no C++ compiler\nsecond line")
+            out = fn(tensors, x)
+            return out + 1.0 if self.mode == "wrong" else out
+        return compiled
+
+
+@pytest.mark.parametrize("mode", ["ok", "raise", "wrong"])
+def test_compile_auto_decision_and_fallbacks(tmp_path, monkeypatch, mode):
+    from landscape.surface import evaluate
+
+    model, sets, x, y = linear_problem(3)
+    spec = DirectionSpec(seed=4, normalization="layer", ignore_1d=False)
+    ref = compute_surface(model, mse, sets, tmp_path / "eager", "-1:1:4", "-1:1:3", spec, compile="off")
+    assert ref.attrs["forward"]["eager_calls"] == 12 and ref.attrs["forward"]["compiled_calls"] == 0
+    fake = FakeCompile(mode)
+    monkeypatch.setattr(evaluate.torch, "compile", fake)
+    monkeypatch.setattr(evaluate, "AUTO_COMPILE_SECONDS", 0.0)   # any remaining work is worth compiling
+    if mode == "ok":
+        r = compute_surface(model, mse, sets, tmp_path / "auto", "-1:1:4", "-1:1:3", spec)
+    else:
+        with pytest.warns(RuntimeWarning, match="running eagerly"):
+            r = compute_surface(model, mse, sets, tmp_path / "auto", "-1:1:4", "-1:1:3", spec)
+    fwd = r.attrs["forward"]
+    assert fake.n == 1 and fwd["compile"] == "auto"
+    for name in ref.values:                                          # values always the eager ones
+        np.testing.assert_allclose(r.values[name], ref.values[name], rtol=1e-12)
+    if mode == "ok":   # first cell eager (timed), then compiled; the first compiled one checked
+        assert (fwd["eager_calls"], fwd["compiled_calls"], fwd["fallback"]) == (1, 11, None)
+    elif mode == "raise":
+        assert fwd["fallback"] == "RuntimeError: no C++ compiler" and fwd["eager_calls"] == 12
+    else:
+        assert "differ from eager" in fwd["fallback"] and fwd["compiled_calls"] == 0
+    # auto with little work left: no compilation at all
+    monkeypatch.setattr(evaluate, "AUTO_COMPILE_SECONDS", 1e9)
+    fake.n = 0
+    r = compute_surface(model, mse, sets, tmp_path / "small", "-1:1:4", "-1:1:3", spec)
+    assert fake.n == 0 and r.attrs["forward"]["eager_calls"] == 12
+    with pytest.raises(LandscapeError, match="compile='sometimes'"):
+        compute_surface(model, mse, sets, tmp_path / "bad", "-1:1:3", None, spec, compile="sometimes")
+
+
 def tiny_swin():
     from timm.models.swin_transformer import SwinTransformer
     torch.manual_seed(0)

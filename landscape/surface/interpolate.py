@@ -106,7 +106,7 @@ def interpolate(model: nn.Module, state_a: Mapping[str, torch.Tensor], state_b: 
                 criterion: Criterion, eval_sets: Mapping[str, Iterable[Batch]], out_dir: str | Path,
                 alphas: GridLike = "-1:2:31", *, buffers: str = "interpolate",
                 subset_keys: Mapping[str, str] | None = None, hash_a: str | None = None, hash_b: str | None = None,
-                path: str | Path | None = None, amp_dtype: torch.dtype | None = None,
+                path: str | Path | None = None, amp_dtype: torch.dtype | None = None, compile: str = "auto",
                 rank: int = 0, world: int = 1, flush_every: int = 16, flush_seconds: float = 30.0,
                 max_cells: int | None = None, callback: CellCallback | None = None) -> storage.SurfaceResult:
     """Loss and SRCC/PLCC along ``theta(alpha)`` between checkpoints A and B (model = architecture).
@@ -117,7 +117,7 @@ def interpolate(model: nn.Module, state_a: Mapping[str, torch.Tensor], state_b: 
     """
     gx = alpha_grid(alphas)
     params_at, mixed, kept = interpolation_params(model, state_a, state_b, buffers)
-    evaluator = Evaluator(model, criterion, eval_sets, subset_keys, amp_dtype)
+    evaluator = Evaluator(model, criterion, eval_sets, subset_keys, amp_dtype, compile)
     ha = hash_a or state_hash(state_a)
     hb = hash_b or state_hash(state_b)
     spec = result_spec("interpolate", evaluator, gx, None, checkpoint_a=ha, checkpoint_b=hb, buffers=buffers)

@@ -110,7 +110,7 @@ def planar_params(model: nn.Module, directions: Directions):
 
 def evaluate_plane(kind: str, model: nn.Module, criterion: Criterion, eval_sets: Mapping[str, Iterable[Batch]],
                    out_dir: str | Path, x: np.ndarray, y: np.ndarray | None, directions: DirectionSpec | Directions,
-                   *, subset_keys, checkpoint_hash, path, amp_dtype, extra=None, extra_spec=None,
+                   *, subset_keys, checkpoint_hash, path, amp_dtype, compile="auto", extra=None, extra_spec=None,
                    **run_kw) -> storage.SurfaceResult:
     """Shared body of planes, lines and trajectory planes: key the inputs, then run the cells.
 
@@ -119,7 +119,7 @@ def evaluate_plane(kind: str, model: nn.Module, criterion: Criterion, eval_sets:
     """
     out_dir = Path(out_dir)
     check_finite_parameters(model)          # before anything (directions) is written
-    evaluator = Evaluator(model, criterion, eval_sets, subset_keys, amp_dtype)
+    evaluator = Evaluator(model, criterion, eval_sets, subset_keys, amp_dtype, compile)
     ckpt = checkpoint_hash or checkpoint_hash_of(model)
     if isinstance(directions, DirectionSpec):
         if y is None and directions.count != 1:
@@ -145,7 +145,7 @@ def compute_surface(model: nn.Module, criterion: Criterion, eval_sets: Mapping[s
                     out_dir: str | Path, x: GridLike = "-1:1:51", y: GridLike | None = None,
                     directions: DirectionSpec | Directions = DirectionSpec(), *,
                     subset_keys: Mapping[str, str] | None = None, checkpoint_hash: str | None = None,
-                    path: str | Path | None = None, amp_dtype: torch.dtype | None = None,
+                    path: str | Path | None = None, amp_dtype: torch.dtype | None = None, compile: str = "auto",
                     rank: int = 0, world: int = 1, flush_every: int = 16, flush_seconds: float = 30.0,
                     max_cells: int | None = None, callback: CellCallback | None = None) -> storage.SurfaceResult:
     """2-D slice ``L(w + a d1 + b d2)`` (and SRCC/PLCC) on ``x`` by ``y`` (``y`` defaults to ``x``).
@@ -153,11 +153,14 @@ def compute_surface(model: nn.Module, criterion: Criterion, eval_sets: Mapping[s
     Grids are ``"start:stop:num"`` strings or coordinate lists. Returns the
     result file's contents: ``values['train_loss'][iy, ix]`` at ``(x[ix], y[iy])``.
     Resumes a partial file with the same key; ``rank``/``world`` compute one shard.
+    ``compile``: ``'auto'``/``'on'``/``'off'``, torch.compile of the forward pass
+    (:mod:`landscape.surface.evaluate`; not part of the key: same values to float rounding).
     """
     gx = parse_grid(x)
     gy = gx if y is None else parse_grid(y)
     return evaluate_plane("surface", model, criterion, eval_sets, out_dir, gx, gy, directions,
                            subset_keys=subset_keys, checkpoint_hash=checkpoint_hash, path=path, amp_dtype=amp_dtype,
+                           compile=compile,
                            rank=rank, world=world, flush_every=flush_every, flush_seconds=flush_seconds,
                            max_cells=max_cells, callback=callback)
 
@@ -166,11 +169,12 @@ def compute_slice(model: nn.Module, criterion: Criterion, eval_sets: Mapping[str
                   out_dir: str | Path, x: GridLike = "-1:1:51",
                   directions: DirectionSpec | Directions = DirectionSpec(count=1), *,
                   subset_keys: Mapping[str, str] | None = None, checkpoint_hash: str | None = None,
-                  path: str | Path | None = None, amp_dtype: torch.dtype | None = None,
+                  path: str | Path | None = None, amp_dtype: torch.dtype | None = None, compile: str = "auto",
                   rank: int = 0, world: int = 1, flush_every: int = 16, flush_seconds: float = 30.0,
                   max_cells: int | None = None, callback: CellCallback | None = None) -> storage.SurfaceResult:
     """1-D slice ``L(w + a d1)`` (and SRCC/PLCC) on the ``x`` grid; values shaped ``(len(x),)``."""
     return evaluate_plane("slice", model, criterion, eval_sets, out_dir, parse_grid(x), None, directions,
                            subset_keys=subset_keys, checkpoint_hash=checkpoint_hash, path=path, amp_dtype=amp_dtype,
+                           compile=compile,
                            rank=rank, world=world, flush_every=flush_every, flush_seconds=flush_seconds,
                            max_cells=max_cells, callback=callback)

@@ -68,6 +68,7 @@ def run_cells(path: Path, key: str, kind: str, x: np.ndarray, y: np.ndarray | No
                 todo.insert(0, origin)
             if max_cells is not None:
                 todo = todo[:max(0, int(max_cells))]
+            evaluator.expect_cells(len(todo))
             pending_cells: list[int] = []
             pending_rows: list[dict[str, float]] = []
             last_flush = time.monotonic()
@@ -89,7 +90,9 @@ def run_cells(path: Path, key: str, kind: str, x: np.ndarray, y: np.ndarray | No
                         pending_cells, pending_rows = [], []
                         last_flush = time.monotonic()
             finally:
-                storage.write_cells(path, pending_cells, pending_rows)
+                # provenance of the last run's forward pass (eager or torch.compile; storage.py)
+                storage.write_cells(path, pending_cells, pending_rows,
+                                    attrs={"forward": evaluator.forward_info} if computed else None)
     result = storage.load_surface(path)
     result.computed_now = computed
     result.seconds = time.perf_counter() - t0

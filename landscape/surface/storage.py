@@ -141,17 +141,21 @@ def create_or_check(path: Path, key: str, kind: str, x: np.ndarray, y: np.ndarra
     return True
 
 
-def write_cells(path: Path, cells: Sequence[int], rows: Sequence[Mapping[str, float]]) -> None:
+def write_cells(path: Path, cells: Sequence[int], rows: Sequence[Mapping[str, float]],
+                attrs: Mapping[str, Any] | None = None) -> None:
     """Atomically store computed cells (flat row-major indices) and mark them done.
 
     The caller holds the lock; the file is copied, updated and renamed, so a
-    killed process leaves either the old or the new file.
+    killed process leaves either the old or the new file. ``attrs`` are set on the
+    file as well (e.g. ``forward``: how the last run evaluated its cells).
     """
-    if not cells:
+    if not cells and not attrs:
         return
     idx = np.asarray(cells, dtype=np.int64)
     with update_h5(path, lock=False) as f:
-        for name in rows[0]:
+        if attrs:
+            attrs_to_h5(f, attrs)
+        for name in (rows[0] if rows else ()):
             arr = f[name][()]
             arr.reshape(-1)[idx] = [row[name] for row in rows]
             f[name][...] = arr

@@ -131,7 +131,7 @@ def trajectory_surface(model: nn.Module, states: Sequence[Mapping[str, torch.Ten
                        x: GridLike | None = None, y: GridLike | None = None, *, num: int = 21,
                        margin: float = 0.25, center: bool = False, subset_keys: Mapping[str, str] | None = None,
                        checkpoint_hash: str | None = None, path: str | Path | None = None,
-                       amp_dtype: torch.dtype | None = None, rank: int = 0, world: int = 1,
+                       amp_dtype: torch.dtype | None = None, compile: str = "auto", rank: int = 0, world: int = 1,
                        flush_every: int = 16, flush_seconds: float = 30.0, max_cells: int | None = None,
                        callback: CellCallback | None = None) -> tuple[storage.SurfaceResult, TrajectoryPlane]:
     """Surface on the trajectory's PCA plane around the final model (the model's current weights).
@@ -150,7 +150,7 @@ def trajectory_surface(model: nn.Module, states: Sequence[Mapping[str, torch.Ten
              "path_residual": plane.residual}
     result = evaluate_plane("trajectory", model, criterion, eval_sets, out_dir, gx, gy, plane.directions,
                              subset_keys=subset_keys, checkpoint_hash=checkpoint_hash or checkpoint_hash_of(model),
-                             path=path, amp_dtype=amp_dtype, extra=extra, extra_spec={"center": center},
+                             path=path, amp_dtype=amp_dtype, compile=compile, extra=extra, extra_spec={"center": center},
                              rank=rank, world=world, flush_every=flush_every, flush_seconds=flush_seconds,
                              max_cells=max_cells, callback=callback)
     return result, plane
