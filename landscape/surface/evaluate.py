@@ -156,8 +156,9 @@ class Evaluator:
                     self.forward_info["compile_seconds"] = time.perf_counter() - t0
                     eager = self._forward_all(tensors, compiled=False)
                     bad = [i for i, (a, b) in enumerate(zip(outs, eager))
-                           if a.shape != b.shape or not torch.allclose(a.float(), b.float(), rtol=COMPILE_RTOL,
-                                                                      atol=COMPILE_RTOL * float(b.abs().max()))]
+                           if a.shape != b.shape or not torch.allclose(
+                               a.float(), b.float(), rtol=COMPILE_RTOL, equal_nan=True,
+                               atol=COMPILE_RTOL * float(b.float().nan_to_num(0.0, 0.0, 0.0).abs().max()))]
                     if bad:
                         self._fall_back(f"compiled outputs differ from eager ones (batch {bad[0]})")
                         self.forward_info["eager_calls"] += 1
