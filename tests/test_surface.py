@@ -126,6 +126,9 @@ def test_centre_cell_is_base_loss_exactly_and_1d_slice(tmp_path):
 
 def test_compiled_forward_matches_analytic_surface(tmp_path):
     """compile='on': a real torch.compile of the perturbed forward; same closed-form values."""
+    import shutil
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
     model, sets, x, y = linear_problem(2)
     spec = DirectionSpec(seed=4, normalization="layer", ignore_1d=False)
     r = compute_surface(model, mse, sets, tmp_path, "-1:1:3", "-1:1:3", spec, compile="on")
