@@ -405,7 +405,7 @@ class DataParallelHessian:
         """Full-data gradient ``sum_r (N_r / N) g_r + wd * theta`` (one all-reduce)."""
         g = self._reduced(self.local.gradient, (self.n,))
         if self.weight_decay:
-            g.add_(torch.cat([p.detach().reshape(-1) for p in self.local.parameters()]), alpha=self.weight_decay)
+            g.add_(self.local.flat_parameters(), alpha=self.weight_decay)
         return g
 
     def output_gradient(self) -> torch.Tensor:

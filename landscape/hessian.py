@@ -63,6 +63,12 @@ def weighted_batch_sum(terms: Iterable[tuple[float, torch.Tensor, torch.Tensor]]
     return loss, total
 
 
+def _flat(tensors: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-parameter tensors (None: zeros of that parameter's shape), detached, in one flat vector."""
+    return torch.cat([(t.detach() if t is not None else torch.zeros_like(p)).reshape(-1)
+                      for t, p in zip(tensors, params)])
+
+
 def _available_bytes(device: torch.device) -> int:
     """Free memory on ``device``: CUDA ``mem_get_info``, else ``MemAvailable`` of /proc/meminfo."""
     if device.type == "cuda":
@@ -233,6 +239,11 @@ class HessianOperator:
         """The operator's parameter tensors, in the order of the flat vectors."""
         return [self._g.params[i] for i in self.index]
 
+    def flat_parameters(self) -> torch.Tensor:
+        """``theta`` over the operator's parameters, flat (a detached copy)."""
+        params = self.parameters()
+        return _flat(params, params)
+
     def data_hash(self) -> str:
         """``hash_state`` of the operator's batches (inputs and targets, in order)."""
         data = {}
@@ -321,15 +332,13 @@ class HessianOperator:
         def terms():
             for b, w in enumerate(self._g.weights):
                 loss_b, grads, _ = self._g.graph(b)
-                flat = torch.cat([(grads[i].detach() if grads[i] is not None else torch.zeros_like(p)).reshape(-1)
-                                  for i, p in zip(self.index, params)])
-                yield w, loss_b, flat
+                yield w, loss_b, _flat([grads[i] for i in self.index], params)
 
         with self._session():
             loss, g = weighted_batch_sum(terms())
         self._check_loss(loss)
         if self.weight_decay:
-            g.add_(torch.cat([p.detach().reshape(-1) for p in params]), alpha=self.weight_decay)
+            g.add_(self.flat_parameters(), alpha=self.weight_decay)
         return g
 
     def output_gradient(self) -> torch.Tensor:
@@ -351,8 +360,7 @@ class HessianOperator:
                                              "use start='random' or 'gradient'")
                     loss_b = g.criterion(out, y)
                     og = torch.autograd.grad(out.sum() / x.shape[0], g.params, allow_unused=True)
-                    yield w, loss_b.detach(), torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1)
-                                                         for t, p in zip(og, g.params)])
+                    yield w, loss_b.detach(), _flat(og, g.params)
 
             with self._session():
                 loss, g.output_grad = weighted_batch_sum(terms())
