@@ -18,9 +18,9 @@ Runs under ``torch.inference_mode``; the caller sets eval mode
 :func:`torch.compile` (same graph for every cell: tensors change, shapes do not), which
 fuses the elementwise work around the matrix products and, on CPU, drives the kernels from
 generated C++ (``cpp_wrapper``): about 1.6x on the micro Swin on 2 CPU cores, after up to a
-minute of compilation (seconds when torch's compile cache already holds the graph). ``'off'``: eager. ``'on'``: compile at the first perturbed
-call. ``'auto'`` (default): time the first eager cell and compile when the cells still to do
-would take longer than :data:`AUTO_COMPILE_SECONDS` eagerly. The first compiled cell is also
+minute of compilation (seconds when torch's compile cache already holds the graph).
+``'off'``: eager. ``'on'``: compile at the first perturbed call. ``'auto'`` (default): time
+the first eager cell and compile when the cells still to do would take longer than :data:`AUTO_COMPILE_SECONDS` eagerly. The first compiled cell is also
 evaluated eagerly and compared (``rtol`` :data:`COMPILE_RTOL` on the outputs); a mismatch or a
 compiler error falls back to eager with a warning. What was used is in :attr:`Evaluator.forward_info`.
 """
