@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from landscape.data import ensure_synthetic  # noqa: E402
-from landscape.losses import IQALoss  # noqa: E402
+from landscape.train.losses import IQALoss  # noqa: E402
 from landscape.models import create_model, model_config  # noqa: E402
 from landscape.provenance import provenance  # noqa: E402
 from landscape.train import pipeline  # noqa: E402

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from .errors import LandscapeError, NumericsError
+from landscape.errors import LandscapeError, NumericsError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

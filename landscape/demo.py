@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from . import workflows
-from .data import ensure_synthetic
-from .train.config import TrainConfig
-from .train.sweep import expand_sweep, run_sweep
+from landscape.analyze import jobs as workflows
+from landscape.data import ensure_synthetic
+from landscape.train.config import TrainConfig
+from landscape.train.sweep import expand_sweep, run_sweep
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,9 @@ def demo_config(data_dir: Path, s: DemoSettings) -> TrainConfig:
 
 def run_demo(out: Path, *, quick: bool = False, echo: Callable[[str], None] = print, progress: bool = True):
     """Run every step into ``out`` (``data/``, ``sweep/``, ``report/``); returns the report result."""
-    from . import sharpness as S
-    from .plan import run_plan
-    from .report.build import build_report
+    from landscape import sharpness as S
+    from landscape.plan import run_plan
+    from landscape.report.build import build_report
 
     s = QUICK if quick else FULL
     out = Path(out)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 import torch
 import torch.distributed as tdist
 
-from .errors import LandscapeError, NumericsError
+from landscape.errors import LandscapeError, NumericsError
 
 T = TypeVar("T")
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -303,7 +303,7 @@ class DataParallelHessian:
                  max_retained_batches: int | None = None, retain_fraction: float = 0.3,
                  _local: Any = None, _share: float | None = None, _n_total: int | None = None,
                  _data_hash: str | None = None):
-        from .hessian import HessianOperator
+        from landscape.hessian import HessianOperator
 
         if _local is None:
             if not len(batches):
@@ -421,7 +421,7 @@ class DataParallelHessian:
 
 
 def _data_hash(batches: Sequence[Batch]) -> str:
-    from .provenance import hash_state
+    from landscape.provenance import hash_state
 
     full = batches.gathered() if isinstance(batches, ShardedBatches) else batches
     return hash_state({f"{i:06d}.{p}": t for i, (x, y) in enumerate(full) for p, t in (("x", x), ("y", y))})
@@ -439,7 +439,7 @@ def parallel_hessian(model: torch.nn.Module, criterion: Callable, batches: Seque
     within float summation error. Parts are stored by rank 0 (same layout, keyed with the
     global data hash and ``engine='data-parallel'``) and resumed like the single-process ones.
     """
-    from .hessian import analyze_hessian
+    from landscape.hessian import analyze_hessian
 
     op = DataParallelHessian(model, criterion, batches, train=train, weight_decay=weight_decay,
                              max_retained_batches=max_retained_batches)

@@ -5,6 +5,8 @@ The CLI prints ``str(err)`` and exits with code 2; library users catch
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 
 class LandscapeError(ValueError):
     """Bad input, bad file or refused operation, explained in one line."""
@@ -24,3 +26,32 @@ class InUseError(LandscapeError):
 
 class NumericsError(LandscapeError):
     """A loss or a weight is NaN or infinite."""
+
+
+# ----------------------------------------------------------------------------- named validation helpers
+# One implementation of each argument check; the message names the option and its value.
+
+def check_choice(name: str, value: object, choices: Iterable[object]) -> object:
+    """``value`` if it is one of ``choices``, else ``LandscapeError("name='x': choose one of a, b, c")``."""
+    options = tuple(choices)
+    if value not in options:
+        raise LandscapeError(f"{name}={value!r}: choose one of {', '.join(map(str, options))}")
+    return value
+
+
+def check_choices(name: str, values: Iterable[object], choices: Iterable[object]) -> list:
+    """Every item of ``values`` passes :func:`check_choice`; returns them as a list."""
+    options = tuple(choices)
+    return [check_choice(name, v, options) for v in values]
+
+
+def check_positive_int(name: str, value: object, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as an int in ``[minimum, maximum]`` (bools refused), else a one-line error that states the limit."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise LandscapeError(f"{name}={value!r}: need an integer >= {minimum}")
+    if value < minimum or (maximum is not None and value > maximum):
+        limit = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise LandscapeError(f"{name}={value!r}: need an integer {limit}")
+    return int(value)

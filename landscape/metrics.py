@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import optimize, stats
 
-from .errors import LandscapeError
+from landscape.errors import LandscapeError
 
 
 def _pair(pred, target) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .errors import LandscapeError, NumericsError
+from landscape.errors import LandscapeError, NumericsError
 
 
 def trainable_parameters(model: nn.Module) -> list[tuple[str, torch.Tensor]]:

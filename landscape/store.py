@@ -27,7 +27,7 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 
-from .errors import InUseError, LandscapeError
+from landscape.errors import InUseError, LandscapeError
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -25,11 +25,11 @@ import cli
 from landscape import distributed as dist
 from landscape import hessian as H
 from landscape import sharpness as S
-from landscape.checkpoint import load_checkpoint
+from landscape.models.checkpoint import load_checkpoint
 from landscape.data import generate_synthetic
 from landscape.errors import LandscapeError
 from landscape.models import create_model, model_config
-from landscape.runs import load_analysis_input
+from landscape.analyze.inputs import load_analysis_input
 from landscape.surface import DirectionSpec, compute_surface, load_surface, merge_shards, shard_path
 from landscape.surface.storage import merge_rank_shards
 from landscape.train import pipeline

@@ -4,9 +4,9 @@ import pytest
 import timm
 import torch
 
-from landscape.checkpoint import build_model, load_checkpoint, save_checkpoint
+from landscape.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from landscape.errors import CheckpointError, LandscapeError
-from landscape.losses import IQALoss, ranking_loss
+from landscape.train.losses import IQALoss, ranking_loss
 from landscape.models import create_model, model_config
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape import plan as P
+from landscape.plan import run as P
 from landscape.errors import LandscapeError
 from landscape.train.config import TrainConfig
 from landscape.train.pipeline import load_run_data

@@ -3,9 +3,10 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from landscape import figstyle, report_figures as rf
+from landscape.figures import style as figstyle
+from landscape.figures import sweep as rf
 from landscape.errors import LandscapeError
-from landscape.stats import rank_correlation
+from landscape.report.stats import rank_correlation
 
 SIZES = [16, 32, 64, 128]
 

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats as st
 
 from landscape.errors import LandscapeError
-from landscape.stats import (
+from landscape.report.stats import (
     MIN_CONFIGS,
     aggregate_seeds,
     granulated_kendall,

@@ -21,7 +21,7 @@ from landscape.surface import (DirectionSpec, alpha_grid, cells_for_rank, comput
                                interpolate, load_directions, load_surface, merge_shards, parse_grid, pca_plane,
                                random_directions, shard_path, slice_norms, trajectory_surface)
 from landscape.surface.storage import INDEXING_2D
-from landscape.surface_plots import contour_levels, plot_curves, plot_surface
+from landscape.figures.surface import contour_levels, plot_curves, plot_surface
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from scipy import stats
 
-from landscape.checkpoint import build_model, load_checkpoint
+from landscape.models.checkpoint import build_model, load_checkpoint
 from landscape.data import generate_synthetic, predict_images
 from landscape.errors import LandscapeError
-from landscape.losses import IQALoss
+from landscape.train.losses import IQALoss
 from landscape.models import create_model, model_config
 from landscape.params import check_finite_parameters
 from landscape.provenance import hash_indices, hash_state

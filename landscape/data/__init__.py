@@ -7,12 +7,12 @@
 - :func:`check_dataset`: validation report; :func:`readable_records`: count/skip unreadable images
   before a job starts.
 """
-from .check import DataCheckReport, check_dataset, readable_records
-from .patches import (IMAGENET_MEAN, IMAGENET_STD, PatchBatch, Predictions, TestPatches, TrainPatchConfig,
+from landscape.data.check import DataCheckReport, check_dataset, readable_records
+from landscape.data.patches import (IMAGENET_MEAN, IMAGENET_STD, PatchBatch, Predictions, TestPatches, TrainPatchConfig,
                       TrainPatches, analysis_batches, decode_image, predict_images, train_loader)
-from .records import (FORMATS, LOADERS, SPLITS, ImageRecord, IQADataset, load_dataset, parse_dataset_spec,
+from landscape.data.records import (FORMATS, LOADERS, SPLITS, ImageRecord, IQADataset, load_dataset, parse_dataset_spec,
                       register_format)
-from .synthetic import ensure_synthetic, generate_synthetic
+from landscape.data.synthetic import ensure_synthetic, generate_synthetic
 
 __all__ = [
     "FORMATS", "LOADERS", "SPLITS", "ImageRecord", "IQADataset", "load_dataset", "parse_dataset_spec",

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError
-from .patches import SKIP_HINT
-from .records import SPLITS, ImageRecord, load_dataset
+from landscape.errors import DataError
+from landscape.data.patches import SKIP_HINT
+from landscape.data.records import SPLITS, ImageRecord, load_dataset
 
 MAX_LISTED = 10
 

@@ -38,10 +38,10 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from ..batches import model_device
-from ..errors import DataError, LandscapeError
-from ..params import evaluation_mode
-from .records import ImageRecord
+from landscape.batches import model_device
+from landscape.errors import DataError, LandscapeError
+from landscape.params import evaluation_mode
+from landscape.data.records import ImageRecord
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

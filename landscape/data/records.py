@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from landscape.errors import DataError
 
 FORMATS = ("synthetic", "koniq10k", "kadid10k", "livec", "spaq", "csv", "pyiqa")
 SPLITS = ("train", "val", "test")
@@ -178,7 +178,7 @@ def register_format(name: str) -> Callable[[Loader], Loader]:
 
 
 def _ensure_registered() -> None:
-    from . import formats  # noqa: F401  (registers every loader)
+    from landscape.data import formats  # noqa: F401  (registers every loader)
 
 
 def check_format(name: str) -> str:

@@ -19,7 +19,7 @@ import timm
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, LandscapeError
+from landscape.errors import CheckpointError, LandscapeError
 
 _ARCH_KEYS = ("img_size", "patch_size", "window_size", "embed_dim", "depths", "num_heads")
 

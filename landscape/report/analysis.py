@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import stats
-from .collect import AXES, TRAIN_COLUMNS, SweepData
+from landscape.report import stats
+from landscape.report.collect import AXES, TRAIN_COLUMNS, SweepData
 
 TARGETS = ("srcc_gap", "test_srcc")
 

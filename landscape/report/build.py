@@ -17,13 +17,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import report_figures as rf
-from ..errors import LandscapeError
-from ..provenance import provenance
-from ..store import read_json, write_json
-from .analysis import ReportStats, compute_stats
-from .collect import SweepData, collect_sweep
-from .tables import config_rows, csv_text, label, markdown, stats_rows, write_tables, write_text
+from landscape.figures import sweep as rf
+from landscape.errors import LandscapeError
+from landscape.provenance import provenance
+from landscape.store import read_json, write_json
+from landscape.report.analysis import ReportStats, compute_stats
+from landscape.report.collect import SweepData, collect_sweep
+from landscape.report.tables import config_rows, csv_text, label, markdown, stats_rows, write_tables, write_text
 
 KIND = "landscape-report"
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import load_checkpoint
-from ..errors import LandscapeError
-from ..store import read_json
-from ..train.sweep import MANIFEST
+from landscape.models.checkpoint import load_checkpoint
+from landscape.errors import LandscapeError
+from landscape.store import read_json
+from landscape.train.sweep import MANIFEST
 
 REFERENCE_RHO = {"linf": 2e-3, "l2": 1.0, "average": 0.1}
 AXES = ("batch_size", "lr_rule", "accumulate")
@@ -76,7 +76,7 @@ def _current(records: list[dict], checkpoint_hash: str) -> list[dict]:
 
 
 def _hessian_columns(h5: Path, checkpoint_hash: str, row: dict, rec: RunRecord) -> None:
-    from ..hessian import load_hessian_result
+    from landscape.hessian import load_hessian_result
 
     for part in ("topk", "trace", "density"):
         got = load_hessian_result(h5, part) if h5.exists() else None
@@ -95,7 +95,7 @@ def _hessian_columns(h5: Path, checkpoint_hash: str, row: dict, rec: RunRecord) 
 
 
 def _sharpness_columns(h5: Path, checkpoint_hash: str, row: dict, rec: RunRecord) -> None:
-    from ..sharpness import load_sharpness
+    from landscape.sharpness import load_sharpness
 
     stored = load_sharpness(h5) if h5.exists() else {}
     parts = {m: _current(v, checkpoint_hash) for m, v in stored.items()}
@@ -163,7 +163,7 @@ def collect_run(run_dir: Path) -> RunRecord:
 
 
 def _load_slices(paths: list[Path]) -> list[Any]:
-    from ..surface import load_surface
+    from landscape.surface import load_surface
 
     out = []
     for p in sorted(paths):

@@ -11,9 +11,9 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..store import atomic_path
-from .analysis import ReportStats
-from .collect import AXES, SweepData
+from landscape.store import atomic_path
+from landscape.report.analysis import ReportStats
+from landscape.report.collect import AXES, SweepData
 
 LABELS = {
     "epochs_run": "epochs", "train_srcc": "train SRCC", "val_srcc": "val SRCC", "test_srcc": "test SRCC",

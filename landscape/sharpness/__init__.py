@@ -12,13 +12,13 @@ left bit-identical:
 - :mod:`.suite`: run them all, store each part in the analysis HDF5, resume, load;
 - :mod:`.objective`: the shared functional loss/gradient at ``w + delta``.
 """
-from .adaptive import RHO_L2, RHO_LINF, AdaptiveConfig, AdaptiveResult, adaptive_sharpness, apgd_checkpoints
-from .average import RHO_AVERAGE, AverageConfig, AverageResult, average_sharpness
-from .keskar import KESKAR_EPS, KESKAR_SUBSPACE_DIM, KeskarConfig, KeskarResult, keskar_phi, keskar_sharpness
-from .noise_scale import (ExactNoiseScale, NoiseScaleResult, exact_noise_scale, gradient_noise_scale,
+from landscape.sharpness.adaptive import RHO_L2, RHO_LINF, AdaptiveConfig, AdaptiveResult, adaptive_sharpness, apgd_checkpoints
+from landscape.sharpness.average import RHO_AVERAGE, AverageConfig, AverageResult, average_sharpness
+from landscape.sharpness.keskar import KESKAR_EPS, KESKAR_SUBSPACE_DIM, KeskarConfig, KeskarResult, keskar_phi, keskar_sharpness
+from landscape.sharpness.noise_scale import (ExactNoiseScale, NoiseScaleResult, exact_noise_scale, gradient_noise_scale,
                           noise_estimators)
-from .pacbayes import PacBayesConfig, PacBayesResult, pacbayes_flatness
-from .suite import (MEASURES, NoiseConfig, Part, SharpnessSuite, analyze_sharpness, load_sharpness, plan_parts,
+from landscape.sharpness.pacbayes import PacBayesConfig, PacBayesResult, pacbayes_flatness
+from landscape.sharpness.suite import (MEASURES, NoiseConfig, Part, SharpnessSuite, analyze_sharpness, load_sharpness, plan_parts,
                     summary_rows)
 
 __all__ = [

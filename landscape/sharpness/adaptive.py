@@ -45,10 +45,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..batches import Batch, Criterion, model_device
-from ..distributed import map_units
-from ..errors import LandscapeError
-from .objective import (PerturbedLoss, gaussian, guarded, is_sharded, mean_se, n_examples, prepare, rebatch,
+from landscape.batches import Batch, Criterion, model_device
+from landscape.distributed import map_units
+from landscape.errors import LandscapeError
+from landscape.sharpness.objective import (PerturbedLoss, gaussian, guarded, is_sharded, mean_se, n_examples, prepare, rebatch,
                         require_count, require_positive, score_targets, seed_stream, srcc_of, take_examples,
                         uniform)
 

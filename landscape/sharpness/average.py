@@ -20,8 +20,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..batches import Batch, Criterion
-from .objective import (PerturbedLoss, gaussian, guarded, mean_se, n_examples, prepare, require_count,
+from landscape.batches import Batch, Criterion
+from landscape.sharpness.objective import (PerturbedLoss, gaussian, guarded, mean_se, n_examples, prepare, require_count,
                         require_positive, score_targets, srcc_of, take_examples)
 
 RHO_AVERAGE = (0.025, 0.05, 0.1, 0.2, 0.4)

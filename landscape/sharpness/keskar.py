@@ -41,9 +41,9 @@ import torch
 from scipy import optimize
 from torch import nn
 
-from ..batches import Batch, Criterion
-from ..errors import LandscapeError
-from .objective import (PerturbedLoss, guarded, n_examples, prepare, require_count, require_positive,
+from landscape.batches import Batch, Criterion
+from landscape.errors import LandscapeError
+from landscape.sharpness.objective import (PerturbedLoss, guarded, n_examples, prepare, require_count, require_positive,
                         score_targets, seed_stream, srcc_of, uniform)
 
 KESKAR_EPS = (1e-3, 5e-4)

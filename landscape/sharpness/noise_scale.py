@@ -39,10 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..batches import Batch, Criterion, model_device
-from ..distributed import map_units
-from ..errors import LandscapeError
-from .objective import PerturbedLoss, guarded, is_sharded, mean_se, pooled, prepare, require_count, seed_stream
+from landscape.batches import Batch, Criterion, model_device
+from landscape.distributed import map_units
+from landscape.errors import LandscapeError
+from landscape.sharpness.objective import PerturbedLoss, guarded, is_sharded, mean_se, pooled, prepare, require_count, seed_stream
 
 
 @dataclass(frozen=True)

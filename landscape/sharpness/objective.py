@@ -35,13 +35,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..batches import Batch, Criterion, batch_weights, finite_or_raise, materialize, model_device
-from ..distributed import ShardedBatches, all_reduce_sum
-from ..errors import LandscapeError, NumericsError
-from ..metrics import srcc
-from ..params import (check_finite_parameters, evaluation_mode, flatten, preserved_parameters,
+from landscape.batches import Batch, Criterion, batch_weights, finite_or_raise, materialize, model_device
+from landscape.distributed import ShardedBatches, all_reduce_sum
+from landscape.errors import LandscapeError, NumericsError
+from landscape.metrics import srcc
+from landscape.params import (check_finite_parameters, evaluation_mode, flatten, preserved_parameters,
                       trainable_parameters, unflatten)
-from ..provenance import hash_batches as provenance_hash_batches
+from landscape.provenance import hash_batches as provenance_hash_batches
 
 
 def require_positive(name: str, value: float) -> float:

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..batches import Batch, Criterion
-from ..errors import LandscapeError
-from .objective import (PerturbedLoss, gaussian, guarded, mean_se, n_examples, prepare, require_count,
+from landscape.batches import Batch, Criterion
+from landscape.errors import LandscapeError
+from landscape.sharpness.objective import (PerturbedLoss, gaussian, guarded, mean_se, n_examples, prepare, require_count,
                         require_positive, score_targets, srcc_of, take_examples)
 
 KINDS = ("loss_relative", "loss", "srcc")

@@ -35,19 +35,19 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 from torch import nn
 
-from .. import distributed as dist
-from ..batches import Batch, Criterion
-from ..errors import LandscapeError
-from ..params import check_finite_parameters
-from ..provenance import content_key, hash_state
-from ..provenance import provenance as make_provenance
-from ..store import attrs_from_h5, attrs_to_h5, open_h5, update_h5
-from .adaptive import RHO_L2, RHO_LINF, AdaptiveConfig, AdaptiveResult, adaptive_sharpness
-from .average import RHO_AVERAGE, AverageConfig, AverageResult, average_sharpness
-from .keskar import KESKAR_EPS, KESKAR_SUBSPACE_DIM, KeskarConfig, KeskarResult, keskar_sharpness
-from .noise_scale import NoiseScaleResult, gradient_noise_scale
-from .objective import criterion_name, hash_batches, prepare, require_positive
-from .pacbayes import PacBayesConfig, PacBayesResult, pacbayes_flatness
+from landscape import distributed as dist
+from landscape.batches import Batch, Criterion
+from landscape.errors import LandscapeError
+from landscape.params import check_finite_parameters
+from landscape.provenance import content_key, hash_state
+from landscape.provenance import provenance as make_provenance
+from landscape.store import attrs_from_h5, attrs_to_h5, open_h5, update_h5
+from landscape.sharpness.adaptive import RHO_L2, RHO_LINF, AdaptiveConfig, AdaptiveResult, adaptive_sharpness
+from landscape.sharpness.average import RHO_AVERAGE, AverageConfig, AverageResult, average_sharpness
+from landscape.sharpness.keskar import KESKAR_EPS, KESKAR_SUBSPACE_DIM, KeskarConfig, KeskarResult, keskar_sharpness
+from landscape.sharpness.noise_scale import NoiseScaleResult, gradient_noise_scale
+from landscape.sharpness.objective import criterion_name, hash_batches, prepare, require_positive
+from landscape.sharpness.pacbayes import PacBayesConfig, PacBayesResult, pacbayes_flatness
 
 MEASURES = ("keskar", "adaptive", "average", "pacbayes", "noise")
 KESKAR_SPACES = ("full", "random")

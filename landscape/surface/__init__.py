@@ -5,15 +5,15 @@ Modules, one job each: ``grid`` (coordinates, cell ownership), ``directions``
 parameters), ``storage`` (HDF5 layout, directions file, shard merge), ``runner``
 (resumable cell loop), ``plane`` (random planes and lines), ``interpolate``
 (between two checkpoints), ``trajectory`` (PCA plane of a training run).
-Plots live in :mod:`landscape.surface_plots`.
+Plots live in :mod:`landscape.figures.surface`.
 """
-from .directions import Directions, DirectionSpec, normalize, orthogonalize, random_directions, slice_norms
-from .evaluate import Evaluator
-from .grid import cells_for_rank, parse_grid
-from .interpolate import alpha_grid, interpolate
-from .plane import compute_slice, compute_surface
-from .storage import SurfaceResult, load_directions, load_surface, merge_shards, shard_path
-from .trajectory import TrajectoryPlane, path_grid, pca_plane, trajectory_surface
+from landscape.surface.directions import Directions, DirectionSpec, normalize, orthogonalize, random_directions, slice_norms
+from landscape.surface.evaluate import Evaluator
+from landscape.surface.grid import cells_for_rank, parse_grid
+from landscape.surface.interpolate import alpha_grid, interpolate
+from landscape.surface.plane import compute_slice, compute_surface
+from landscape.surface.storage import SurfaceResult, load_directions, load_surface, merge_shards, shard_path
+from landscape.surface.trajectory import TrajectoryPlane, path_grid, pca_plane, trajectory_surface
 
 __all__ = [
     "Directions", "DirectionSpec", "Evaluator", "SurfaceResult", "TrajectoryPlane", "alpha_grid", "cells_for_rank",

@@ -34,10 +34,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import LandscapeError
-from ..params import trainable_parameters
-from ..provenance import content_key
-from .hashing import state_hash
+from landscape.errors import LandscapeError
+from landscape.params import trainable_parameters
+from landscape.provenance import content_key
+from landscape.surface.hashing import state_hash
 
 NORMALIZATIONS = ("filter", "layer", "elementwise", "none")
 EPS = 1e-10

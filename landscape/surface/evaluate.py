@@ -36,10 +36,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..batches import Batch, Criterion, batch_weights, materialize, model_device
-from ..errors import LandscapeError
-from ..metrics import plcc, srcc
-from .hashing import hash_batches
+from landscape.batches import Batch, Criterion, batch_weights, materialize, model_device
+from landscape.errors import LandscapeError
+from landscape.metrics import plcc, srcc
+from landscape.surface.hashing import hash_batches
 
 METRICS = ("loss", "srcc", "plcc")
 COMPILE_MODES = ("auto", "on", "off")

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import LandscapeError
+from landscape.errors import LandscapeError
 
 _SNAP = 1e-9  # in units of the grid step
 

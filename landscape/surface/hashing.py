@@ -10,9 +10,9 @@ from typing import Iterable, Mapping
 
 import torch
 
-from ..batches import Batch
-from .. import provenance
-from ..provenance import hash_state
+from landscape.batches import Batch
+from landscape import provenance
+from landscape.provenance import hash_state
 
 
 def state_hash(state: Mapping[str, torch.Tensor]) -> str:

@@ -23,16 +23,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..batches import Batch, Criterion
-from ..errors import CheckpointError, LandscapeError
-from ..params import trainable_parameters
-from ..provenance import content_key, provenance
-from .hashing import state_hash
-from . import storage
-from .evaluate import Evaluator
-from .grid import parse_grid, snap_points
-from .plane import GridLike, result_spec
-from .runner import CellCallback, run_cells
+from landscape.batches import Batch, Criterion
+from landscape.errors import CheckpointError, LandscapeError
+from landscape.params import trainable_parameters
+from landscape.provenance import content_key, provenance
+from landscape.surface.hashing import state_hash
+from landscape.surface import storage
+from landscape.surface.evaluate import Evaluator
+from landscape.surface.grid import parse_grid, snap_points
+from landscape.surface.plane import GridLike, result_spec
+from landscape.surface.runner import CellCallback, run_cells
 
 BUFFER_MODES = ("interpolate", "keep_a")
 

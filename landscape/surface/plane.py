@@ -19,16 +19,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..batches import Batch, Criterion
-from ..errors import LandscapeError
-from ..params import check_finite_parameters, trainable_parameters
-from ..provenance import content_key, provenance
-from .hashing import state_hash
-from . import storage
-from .directions import Directions, DirectionSpec, directions_key, random_directions
-from .evaluate import Evaluator, callable_name
-from .grid import parse_grid
-from .runner import CellCallback, run_cells
+from landscape.batches import Batch, Criterion
+from landscape.errors import LandscapeError
+from landscape.params import check_finite_parameters, trainable_parameters
+from landscape.provenance import content_key, provenance
+from landscape.surface.hashing import state_hash
+from landscape.surface import storage
+from landscape.surface.directions import Directions, DirectionSpec, directions_key, random_directions
+from landscape.surface.evaluate import Evaluator, callable_name
+from landscape.surface.grid import parse_grid
+from landscape.surface.runner import CellCallback, run_cells
 
 GridLike = str | Sequence[float] | np.ndarray
 

@@ -23,12 +23,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from ..batches import finite_or_raise
-from ..params import check_finite_parameters, evaluation_mode
-from ..store import exclusive
-from . import storage
-from .evaluate import Evaluator
-from .grid import cell_coordinates, cells_for_rank, origin_cell
+from landscape.batches import finite_or_raise
+from landscape.params import check_finite_parameters, evaluation_mode
+from landscape.store import exclusive
+from landscape.surface import storage
+from landscape.surface.evaluate import Evaluator
+from landscape.surface.grid import cell_coordinates, cells_for_rank, origin_cell
 
 ParamsAt = Callable[[float, float], Mapping[str, torch.Tensor]]
 CellCallback = Callable[[int, Mapping[str, float]], None]

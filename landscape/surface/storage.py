@@ -32,9 +32,9 @@ import h5py
 import numpy as np
 import torch
 
-from ..errors import LandscapeError
-from ..store import atomic_path, attrs_from_h5, attrs_to_h5, exclusive, open_h5, update_h5
-from .directions import Directions
+from landscape.errors import LandscapeError
+from landscape.store import atomic_path, attrs_from_h5, attrs_to_h5, exclusive, open_h5, update_h5
+from landscape.surface.directions import Directions
 
 FORMAT_VERSION = 1
 INDEXING_2D = "ij: values[iy, ix] at (x[ix], y[iy]); shape (len(y), len(x))"

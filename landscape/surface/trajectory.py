@@ -25,16 +25,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..batches import Batch, Criterion
-from ..errors import LandscapeError
-from ..params import trainable_parameters
-from ..provenance import content_key
-from .hashing import state_hash
-from . import storage
-from .directions import Directions
-from .grid import parse_grid
-from .plane import GridLike, evaluate_plane, checkpoint_hash_of
-from .runner import CellCallback
+from landscape.batches import Batch, Criterion
+from landscape.errors import LandscapeError
+from landscape.params import trainable_parameters
+from landscape.provenance import content_key
+from landscape.surface.hashing import state_hash
+from landscape.surface import storage
+from landscape.surface.directions import Directions
+from landscape.surface.grid import parse_grid
+from landscape.surface.plane import GridLike, evaluate_plane, checkpoint_hash_of
+from landscape.surface.runner import CellCallback
 
 
 @dataclass

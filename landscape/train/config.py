@@ -22,9 +22,9 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-from ..errors import LandscapeError
-from ..models import PRESETS
-from .lr_rules import RULES
+from landscape.errors import LandscapeError
+from landscape.models import PRESETS
+from landscape.train.lr_rules import RULES
 
 SCHEDULERS = ("cosine", "step", "none")
 

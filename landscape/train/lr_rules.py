@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import LandscapeError
+from landscape.errors import LandscapeError
 
 RULES = ("none", "linear", "sqrt")
 

@@ -24,15 +24,15 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .. import distributed as dist
-from ..data import (IQADataset, ImageRecord, TrainPatchConfig, TrainPatches, analysis_batches as _crops,
+from landscape import distributed as dist
+from landscape.data import (IQADataset, ImageRecord, TrainPatchConfig, TrainPatches, analysis_batches as _crops,
                     load_dataset, parse_dataset_spec, predict_images, train_loader)
-from ..data.check import readable_records
-from ..errors import LandscapeError
-from ..models import model_config
-from ..provenance import hash_indices
-from .config import TrainConfig
-from .step import autocast_context
+from landscape.data.check import readable_records
+from landscape.errors import LandscapeError
+from landscape.models import model_config
+from landscape.provenance import hash_indices
+from landscape.train.config import TrainConfig
+from landscape.train.step import autocast_context
 
 CACHE_MB = 2048.0   # RAM budget for decoded training images (per process)
 

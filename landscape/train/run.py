@@ -10,7 +10,7 @@ Run folder (one per batch size x accumulation x LR rule x seed):
   (training + evaluation + checkpointing), ``train_time_s``, ``samples_per_s`` (training
   patches / train_time_s, data pipeline included), ``peak_memory_bytes`` and ``memory_kind``;
 - ``best.pt`` (best validation SRCC; first epoch on ties, NaN worst), ``last.pt``,
-  ``epoch_NNN.pt`` (``save_every``): :mod:`landscape.checkpoint` files;
+  ``epoch_NNN.pt`` (``save_every``): :mod:`landscape.models.checkpoint` files;
 - ``train_state.pt``: model + optimizer + scheduler + history + ``best_val``, ``best_epoch``,
   ``bad_epochs`` (early-stopping counter), the resume point, written last each epoch
   (atomically), so a killed run resumes from its last complete epoch;
@@ -38,20 +38,20 @@ from typing import Any, Callable
 
 import torch
 
-from .. import distributed as dist
-from ..checkpoint import load_state_strict, safe_load, save_checkpoint
-from ..errors import LandscapeError
-from ..losses import IQALoss
-from ..metrics import iqa_scores
-from ..models import create_model, model_config
-from ..provenance import provenance
-from ..store import atomic_path, read_json, write_json
-from . import pipeline
-from .config import TrainConfig
-from .lr_rules import scaled_lr
-from .memory import memory_kind, peak_bytes, reset_peak
-from .schedule import make_scheduler
-from .step import train_step
+from landscape import distributed as dist
+from landscape.models.checkpoint import load_state_strict, safe_load, save_checkpoint
+from landscape.errors import LandscapeError
+from landscape.train.losses import IQALoss
+from landscape.metrics import iqa_scores
+from landscape.models import create_model, model_config
+from landscape.provenance import provenance
+from landscape.store import atomic_path, read_json, write_json
+from landscape.train import pipeline
+from landscape.train.config import TrainConfig
+from landscape.train.lr_rules import scaled_lr
+from landscape.train.memory import memory_kind, peak_bytes, reset_peak
+from landscape.train.schedule import make_scheduler
+from landscape.train.step import train_step
 
 STATE_FORMAT = "landscape-train-state-v2"
 NAN_CHECK_EVERY = 20      # steps between non-finite-loss checks on GPU (each check syncs); 1 on CPU

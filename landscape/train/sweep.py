@@ -24,12 +24,12 @@ from typing import Any
 
 import torch
 
-from .. import distributed as dist
-from ..errors import LandscapeError
-from ..provenance import provenance
-from ..store import read_json, write_json
-from .config import TrainConfig
-from .run import RunResult, RunSpec, check_batch_fits, check_run_dir, run_config, train_run
+from landscape import distributed as dist
+from landscape.errors import LandscapeError
+from landscape.provenance import provenance
+from landscape.store import read_json, write_json
+from landscape.train.config import TrainConfig
+from landscape.train.run import RunResult, RunSpec, check_batch_fits, check_run_dir, run_config, train_run
 
 MANIFEST = "sweep.json"
 KIND = "landscape-sweep"
@@ -106,7 +106,7 @@ class _Bar:
 def run_sweep(cfg: TrainConfig, out: Path, *, force: bool = False, only: list[int] | None = None,
               resume: bool = True, progress: bool = True, echo=print) -> list[RunResult]:
     """Train every run (or the ``only`` indices); finished runs are skipped, failures reported."""
-    from . import pipeline
+    from landscape.train import pipeline
 
     specs = expand_sweep(cfg)
     if only is not None:

@@ -34,7 +34,7 @@ def sharpness_settings():
 
 def build():
     """Tiny tanh MLP (float64, 41 parameters), L1 + ranking loss, 5 fixed batches."""
-    from landscape.losses import IQALoss
+    from landscape.train.losses import IQALoss
 
     g = torch.Generator().manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 1)).double()

@@ -22,7 +22,7 @@ def main(run: Path, out: Path) -> None:
     import analyzers   # beside this script (sys.path[0])
     from landscape import distributed as dist
     from landscape import sharpness as S
-    from landscape import workflows
+    from landscape.analyze import jobs as workflows
 
     torch.set_num_threads(1)
     analyzers.main(out / "tiny")

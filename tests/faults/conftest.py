@@ -106,7 +106,7 @@ def analyses(tmp_path_factory, training, server) -> Analyses:
 def crafted(tmp_path_factory, training) -> Crafted:
     import pickle
 
-    from landscape.checkpoint import FORMAT, build_model, load_checkpoint, save_checkpoint
+    from landscape.models.checkpoint import FORMAT, build_model, load_checkpoint, save_checkpoint
     from landscape.models import SwinIQAConfig, create_model
 
     d = tmp_path_factory.mktemp("crafted")

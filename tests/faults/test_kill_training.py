@@ -13,9 +13,9 @@ import textwrap
 import pytest
 import torch
 
-from landscape.checkpoint import load_checkpoint
+from landscape.models.checkpoint import load_checkpoint
 from landscape.provenance import sha256_file
-from landscape.runs import resolve_checkpoint
+from landscape.analyze.inputs import resolve_checkpoint
 
 from faultkit import RUN, wait_for
 
@@ -68,7 +68,7 @@ def test_resumed_run_equals_uninterrupted_run(training):
 SAVER = textwrap.dedent("""
     import sys
     import torch
-    from landscape.checkpoint import save_checkpoint
+    from landscape.models.checkpoint import save_checkpoint
 
     out = sys.argv[1]
     model = torch.nn.Linear(1024, 2048)          # 2.1M parameters: an 8 MB checkpoint

@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.checkpoint import build_model, load_checkpoint
+from landscape.models.checkpoint import build_model, load_checkpoint
 from landscape.errors import NumericsError
 from landscape.hessian import analyze_hessian
 from landscape.params import check_finite_parameters
 from landscape.provenance import hash_state
-from landscape.runs import load_analysis_input
+from landscape.analyze.inputs import load_analysis_input
 from landscape.sharpness import analyze_sharpness
 from landscape.surface import compute_surface
 
@@ -27,7 +27,7 @@ from faultkit import HESSIAN, RUN, SHARPNESS, SURFACE, one_line_error, run_all, 
 NAN_AT_CALL_11 = textwrap.dedent("""
     import json, sys
     import landscape.train.run as run_mod
-    from landscape.losses import IQALoss
+    from landscape.train.losses import IQALoss
 
     calls = {"n": 0}
 

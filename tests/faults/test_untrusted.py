@@ -13,9 +13,9 @@ import textwrap
 
 import pytest
 
-from landscape.checkpoint import load_checkpoint, safe_load
+from landscape.models.checkpoint import load_checkpoint, safe_load
 from landscape.errors import CheckpointError
-from landscape.runs import load_analysis_input
+from landscape.analyze.inputs import load_analysis_input
 
 from faultkit import HESSIAN, RUN, SHARPNESS, SURFACE, one_line_error, run_all, train_args
 

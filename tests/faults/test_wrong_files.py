@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.checkpoint import build_model, load_checkpoint, save_checkpoint
+from landscape.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from landscape.data import load_dataset, readable_records
 from landscape.errors import CheckpointError, DataError
 from landscape.hessian import load_hessian_result

@@ -1,2 +1,2 @@
 """Format loaders; importing this package registers them in ``records.LOADERS``."""
-from . import csv_generic, kadid10k, koniq10k, livec, pyiqa, spaq  # noqa: F401
+from landscape.data.formats import csv_generic, kadid10k, koniq10k, livec, pyiqa, spaq  # noqa: F401

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...errors import DataError
-from ..records import (LoadOptions, RawRow, RawTable, normalise_split, parse_score, read_csv_table,
+from landscape.errors import DataError
+from landscape.data.records import (LoadOptions, RawRow, RawTable, normalise_split, parse_score, read_csv_table,
                        register_format, resolve_under)
 
 GROUP_COLUMNS = ("group", "reference")

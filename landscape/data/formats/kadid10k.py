@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..records import (LoadOptions, RawRow, RawTable, parse_score, read_csv_table, register_format,
+from landscape.data.records import (LoadOptions, RawRow, RawTable, parse_score, read_csv_table, register_format,
                        require_dir, resolve_under)
 
 ANNOTATION = "dmos.csv"

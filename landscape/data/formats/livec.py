@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DataError
-from ..records import (LoadOptions, RawRow, RawTable, parse_score, register_format, require_dir,
+from landscape.errors import DataError
+from landscape.data.records import (LoadOptions, RawRow, RawTable, parse_score, register_format, require_dir,
                        resolve_under)
 
 NAMES_MAT = "Data/AllImages_release.mat"

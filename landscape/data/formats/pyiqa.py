@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import DataError
-from ..records import (LoadOptions, RawRow, RawTable, normalise_split, parse_score, read_csv_table,
+from landscape.errors import DataError
+from landscape.data.records import (LoadOptions, RawRow, RawTable, normalise_split, parse_score, read_csv_table,
                        register_format, require_dir, resolve_under)
 
 NAME_COLUMNS = ("img_name", "dist_name")

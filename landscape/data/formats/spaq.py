@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import DataError
-from ..records import (LoadOptions, RawRow, RawTable, parse_score, register_format, require_dir,
+from landscape.errors import DataError
+from landscape.data.records import (LoadOptions, RawRow, RawTable, parse_score, register_format, require_dir,
                        resolve_under)
 
 ANNOTATION = "Annotations/MOS and Image attribute scores.xlsx"

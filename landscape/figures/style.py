@@ -21,8 +21,8 @@ import matplotlib
 from cycler import cycler
 from matplotlib.figure import Figure
 
-from .errors import LandscapeError
-from .store import atomic_path
+from landscape.errors import LandscapeError
+from landscape.store import atomic_path
 
 ONE_COLUMN = 3.35  # inches
 TWO_COLUMN = 7.0  # inches

@@ -2,7 +2,7 @@
 
 The glue shared by ``landscape analyze ...`` and ``landscape demo``: each function
 takes run folders (or checkpoint files) and :class:`AnalysisOptions`, loads the
-analysis input (:func:`landscape.runs.load_analysis_input`), calls the library
+analysis input (:func:`landscape.analyze.inputs.load_analysis_input`), calls the library
 analyzer with storage into the run's HDF5 files, and returns the results.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) every function joins the process group itself
@@ -26,11 +26,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from . import distributed as dist
-from .errors import LandscapeError
-from .runs import AnalysisInput, load_analysis_input, resolve_checkpoint
-from .store import exclusive
-from .tables import fmt
+from landscape import distributed as dist
+from landscape.errors import LandscapeError
+from landscape.analyze.inputs import AnalysisInput, load_analysis_input, resolve_checkpoint
+from landscape.store import exclusive
+from landscape.formatting import fmt
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class AnalysisOptions:
 
 def expand_runs(paths: Sequence[Path]) -> list[Path]:
     """Run folders of every sweep folder named; run folders and checkpoint files as given."""
-    from .train.sweep import sweep_runs
+    from landscape.train.sweep import sweep_runs
 
     out: list[Path] = []
     for p in map(Path, paths):
@@ -97,8 +97,8 @@ def sharded_grid(compute: Callable[..., Any], n_cells: int, label: str, progress
     """
     import torch
 
-    from .surface import load_surface
-    from .surface.storage import main_path, merge_rank_shards
+    from landscape.surface import load_surface
+    from landscape.surface.storage import main_path, merge_rank_shards
 
     world, rank = dist.world_size(), dist.rank()
     cb, close = cell_progress(len(range(rank, n_cells, world)), label, progress and dist.is_main())
@@ -145,7 +145,7 @@ def _eval_sets(inp: AnalysisInput) -> tuple[dict, dict]:
 def hessian(paths: Sequence[Path], opts: AnalysisOptions, *, engine: str = "landscape",
             log: Callable[[str], None] = lambda m: None, **kwargs: Any) -> list[dict[str, str]]:
     """Hessian spectrum of each run (``kwargs`` go to :func:`landscape.hessian.analyze_hessian`)."""
-    from . import hessian as H
+    from landscape import hessian as H
 
     if engine not in ("landscape", "pyhessian"):
         raise LandscapeError(f"unknown --engine '{engine}' (valid: landscape, pyhessian)")
@@ -189,7 +189,7 @@ def hessian(paths: Sequence[Path], opts: AnalysisOptions, *, engine: str = "land
 def sharpness(paths: Sequence[Path], opts: AnalysisOptions, *, log: Callable[[str], None] = lambda m: None,
               **kwargs: Any) -> list[dict[str, str]]:
     """Sharpness suite of each run (``kwargs`` go to :func:`landscape.sharpness.analyze_sharpness`)."""
-    from . import sharpness as S
+    from landscape import sharpness as S
 
     log = join_process_group(opts, log)
     rows = []
@@ -214,8 +214,8 @@ def surface(path: Path, opts: AnalysisOptions, *, grid: str = "-1:1:51", ygrid: 
 
     ``max_cells``: stop after that many cells (per rank); a later call resumes.
     """
-    from .surface import DirectionSpec, compute_slice, compute_surface, parse_grid
-    from .surface_plots import plot_curves, plot_surface
+    from landscape.surface import DirectionSpec, compute_slice, compute_surface, parse_grid
+    from landscape.figures.surface import plot_curves, plot_surface
 
     dist.init_from_env(opts.device)
     (inp,) = list(analysis_inputs([path], opts))
@@ -240,10 +240,10 @@ def surface(path: Path, opts: AnalysisOptions, *, grid: str = "-1:1:51", ygrid: 
 def interpolation(path_a: Path, path_b: Path, opts: AnalysisOptions, *, alpha: str = "-1:2:31",
                   buffers: str = "interpolate", out: Path | None = None, plots: bool = True, progress: bool = True):
     """1D interpolation from checkpoint A (alpha 0) to B (alpha 1); stored beside the sweep by default."""
-    from .checkpoint import load_checkpoint
-    from .store import attrs_to_h5, update_h5
-    from .surface import alpha_grid, interpolate
-    from .surface_plots import plot_curves
+    from landscape.models.checkpoint import load_checkpoint
+    from landscape.store import attrs_to_h5, update_h5
+    from landscape.surface import alpha_grid, interpolate
+    from landscape.figures.surface import plot_curves
 
     dist.init_from_env(opts.device)
     (inp,) = list(analysis_inputs([path_a], opts))
@@ -270,9 +270,9 @@ def interpolation(path_a: Path, path_b: Path, opts: AnalysisOptions, *, alpha: s
 def trajectory(run: Path, opts: AnalysisOptions, *, num: int = 21, center: bool = False, plots: bool = True,
                progress: bool = True):
     """Surface on the PCA plane of a run's per-epoch checkpoints, with the path."""
-    from .checkpoint import load_checkpoint
-    from .surface import trajectory_surface
-    from .surface_plots import plot_surface
+    from landscape.models.checkpoint import load_checkpoint
+    from landscape.surface import trajectory_surface
+    from landscape.figures.surface import plot_surface
 
     epochs = sorted(Path(run).glob("epoch_*.pt"))
     if len(epochs) < 2:

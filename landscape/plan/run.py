@@ -49,11 +49,11 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from .batches import Batch, Criterion
-from .errors import LandscapeError, NumericsError
-from .provenance import content_key, provenance
-from .sharpness.noise_scale import NoiseScaleResult, gradient_noise_scale
-from .store import atomic_path, read_json, write_json
+from landscape.batches import Batch, Criterion
+from landscape.errors import LandscapeError, NumericsError
+from landscape.provenance import content_key, provenance
+from landscape.sharpness.noise_scale import NoiseScaleResult, gradient_noise_scale
+from landscape.store import atomic_path, read_json, write_json
 
 # ------------------------------------------------------------------ memory helpers
 
@@ -347,7 +347,7 @@ class TrainerStepRunner:
     AdamW at the run's LR (rule ``cfg.lr_scaling[0]``), :class:`IQALoss`, ``cfg.amp``."""
 
     def __init__(self, cfg, data, device: torch.device):
-        from .models import model_config
+        from landscape.models import model_config
 
         self.cfg = cfg
         self.data = data
@@ -359,7 +359,7 @@ class TrainerStepRunner:
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         """Full batches of ``batch_size`` normalised patches from the trainer's pipeline."""
-        from .train.run import RunSpec
+        from landscape.train.run import RunSpec
 
         spec = RunSpec(batch_size, self.seed, self.rule, 1)
         return full_batches(lambda e: self.data.train_batches(spec, e), batch_size)
@@ -376,9 +376,9 @@ class TrainerStepRunner:
         return x[:n], y[:n]
 
     def _fresh(self, batch_size: int):
-        from .losses import IQALoss
-        from .models import create_model
-        from .train.lr_rules import scaled_lr
+        from landscape.train.losses import IQALoss
+        from landscape.models import create_model
+        from landscape.train.lr_rules import scaled_lr
 
         torch.manual_seed(self.seed)
         model = create_model(self.model_config, pretrained=self.cfg.pretrained).to(self.device).train()
@@ -388,8 +388,8 @@ class TrainerStepRunner:
 
     def _run(self, batches: Iterator[Batch], batch_size: int, accumulate: int, steps: int,
              warmup: int) -> StepTiming:
-        from .train.memory import peak_bytes, reset_peak
-        from .train.step import train_step
+        from landscape.train.memory import peak_bytes, reset_peak
+        from landscape.train.step import train_step
 
         if batch_size % accumulate:
             raise LandscapeError(f"batch size {batch_size} is not divisible by accumulate={accumulate}")
@@ -613,7 +613,7 @@ def format_table(result: PlanResult) -> str:
 
 def write_plan(result: PlanResult, out_dir: str | Path) -> dict[str, Path]:
     """Atomically write ``plan.json``, ``plan.csv``, ``plan.txt`` and ``plan.{pdf,png,svg}``."""
-    from .plan_figure import plan_figure
+    from landscape.figures.plan import plan_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -720,11 +720,11 @@ def run_plan(cfg, batch_sizes: Sequence[int], *, steps: int = 5, warmup: int = 2
     Injection for tests: ``data`` (RunData), ``runner`` (:class:`StepRunner`), ``fits``
     (the bisection predicate).
     """
-    from .losses import make_criterion
-    from .train.lr_rules import all_rules
-    from .train.memory import memory_kind
-    from .train.pipeline import load_run_data
-    from .train.run import resolve_device
+    from landscape.train.losses import make_criterion
+    from landscape.train.lr_rules import all_rules
+    from landscape.train.memory import memory_kind
+    from landscape.train.pipeline import load_run_data
+    from landscape.train.run import resolve_device
 
     say = echo or (lambda _: None)
     steps, warmup = int(steps), int(warmup)
@@ -860,7 +860,7 @@ def run_plan(cfg, batch_sizes: Sequence[int], *, steps: int = 5, warmup: int = 2
     if noise_repeats:
         ckpt = None
         if checkpoint is not None:
-            from .checkpoint import load_checkpoint
+            from landscape.models.checkpoint import load_checkpoint
 
             ckpt = load_checkpoint(checkpoint)
             settings.update(weights=f"checkpoint {checkpoint}", checkpoint_hash=ckpt.content_hash)
@@ -903,7 +903,7 @@ def run_plan(cfg, batch_sizes: Sequence[int], *, steps: int = 5, warmup: int = 2
                 r.b_over_b_simple = r.batch_size / noise.b_simple
             r.noise_position = noise_position(r.batch_size, noise)
 
-    from .models import model_config
+    from landscape.models import model_config
 
     mcfg = (runner.model_config if hasattr(runner, "model_config")
             else model_config(cfg.model, drop_path_rate=cfg.drop_path, dropout=cfg.dropout))
@@ -924,8 +924,8 @@ def run_plan(cfg, batch_sizes: Sequence[int], *, steps: int = 5, warmup: int = 2
 
 def _noise_model(cfg, ckpt, patch_size: int) -> torch.nn.Module:
     """The initial model of seed ``cfg.seeds[0]`` (as the trainer builds it) or the checkpoint's."""
-    from .checkpoint import build_model
-    from .models import create_model, model_config
+    from landscape.models.checkpoint import build_model
+    from landscape.models import create_model, model_config
 
     if ckpt is not None:
         size = ckpt.model_config.get("img_size")

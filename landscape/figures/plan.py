@@ -9,7 +9,7 @@ range (more than ``OFF_SCALE`` times) is named in the legend instead of stretchi
 axes. Both panels mark B_simple (dash-dot line, its confidence interval shaded). The x
 axis is log2 with the candidate sizes as ticks; the time axis is logarithmic when the
 times span more than a factor 5. Legends sit to the right of each panel. Paper style of
-:mod:`landscape.figstyle`.
+:mod:`landscape.figures.style`.
 """
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from . import figstyle
+from landscape.figures import style as figstyle
 
 if TYPE_CHECKING:
-    from .plan import PlanResult
+    from landscape.plan import PlanResult
 
 OFF_SCALE = 4.0
 

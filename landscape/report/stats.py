@@ -27,7 +27,7 @@ from typing import Any, Hashable, Iterable, Literal, Mapping, Sequence
 import numpy as np
 from scipy import stats as _st
 
-from .errors import LandscapeError
+from landscape.errors import LandscapeError
 
 #: Fewest configurations for a rank correlation to mean anything: with n = 4 the
 #: exact two-sided Kendall p-value of a perfect ordering is 2/4! = 0.083 > 0.05, so no

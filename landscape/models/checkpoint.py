@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError
-from .models import SwinIQA, SwinIQAConfig, create_model
-from .provenance import hash_state, sha256_file
-from .store import atomic_path
+from landscape.errors import CheckpointError
+from landscape.models import SwinIQA, SwinIQAConfig, create_model
+from landscape.provenance import hash_state, sha256_file
+from landscape.store import atomic_path
 
 FORMAT = "landscape-checkpoint-v1"
 

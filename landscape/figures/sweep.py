@@ -1,6 +1,6 @@
 """Report figures from plain data (numbers, lists, arrays, dicts), never from files.
 
-Every function draws one figure in the paper style of :mod:`landscape.figstyle`,
+Every function draws one figure in the paper style of :mod:`landscape.figures.style`,
 writes ``<out_stem>.pdf``, ``.png`` (300 dpi) and ``.svg`` atomically, and returns the
 written paths. Batch sizes are coloured with :func:`figstyle.batch_size_colors` and
 batch-size axes are log2. Standard deviations are over seeds (ddof=1); a NaN std
@@ -16,9 +16,9 @@ from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
-from . import figstyle
-from .errors import LandscapeError
-from .stats import CorrelationResult, rank_correlation
+from landscape.figures import style as figstyle
+from landscape.errors import LandscapeError
+from landscape.report.stats import CorrelationResult, rank_correlation
 
 GAP_LABEL = "SRCC gap (train − test)"
 _LINESTYLES = ("-", "--", ":", "-.")

@@ -31,14 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import distributed as dist
-from . import linalg
-from .batches import Batch, Criterion, batch_weights, finite_or_raise, materialize, model_device
-from .errors import LandscapeError
-from .params import check_finite_parameters, evaluation_mode, preserved_parameters, trainable_parameters
-from .provenance import content_key, hash_state
-from .provenance import provenance as make_provenance
-from .store import attrs_from_h5, attrs_to_h5, open_h5, update_h5
+from landscape import distributed as dist
+from landscape import linalg
+from landscape.batches import Batch, Criterion, batch_weights, finite_or_raise, materialize, model_device
+from landscape.errors import LandscapeError
+from landscape.params import check_finite_parameters, evaluation_mode, preserved_parameters, trainable_parameters
+from landscape.provenance import content_key, hash_state
+from landscape.provenance import provenance as make_provenance
+from landscape.store import attrs_from_h5, attrs_to_h5, open_h5, update_h5
 
 H5_GROUP = "hessian"
 

@@ -15,13 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .batches import Batch
-from .checkpoint import Checkpoint, build_model, load_checkpoint
-from .errors import LandscapeError
-from .losses import make_criterion
-from .params import check_finite_parameters
-from .provenance import hash_indices
-from .store import read_json
+from landscape.batches import Batch
+from landscape.models.checkpoint import Checkpoint, build_model, load_checkpoint
+from landscape.errors import LandscapeError
+from landscape.train.losses import make_criterion
+from landscape.params import check_finite_parameters
+from landscape.provenance import hash_indices
+from landscape.store import read_json
 
 ANALYSIS_FILE = "analysis.h5"
 
@@ -57,8 +57,8 @@ def load_analysis_input(path: str | Path, *, subsets: tuple[str, ...] = ("train"
                         batch_size: int = 64, seed: int = 0, which: str = "best", device: str = "auto",
                         loss: str = "train", dataset: str | None = None) -> AnalysisInput:
     """Everything an analyzer needs for one checkpoint, with provenance."""
-    from .train import pipeline
-    from .train.run import resolve_device
+    from landscape.train import pipeline
+    from landscape.train.run import resolve_device
 
     if samples < 1 or batch_size < 1:
         raise LandscapeError(f"--samples and --batch-size must be >= 1 (got {samples}, {batch_size})")

@@ -21,8 +21,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .errors import LandscapeError
-from .surface.storage import SurfaceResult
+from landscape.errors import LandscapeError
+from landscape.surface.storage import SurfaceResult
 
 KINDS_2D = ("contour", "filled", "heatmap", "3d")
 
