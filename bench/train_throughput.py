@@ -1,6 +1,6 @@
 """Benchmark: the trainer's samples/s against a bare training loop, by hand (issue 3).
 
-Trainer: ``landscape.train.run.train_run`` on a real dataset folder, its per-epoch
+Trainer: ``landscape.train.trainer.train_run`` on a real dataset folder, its per-epoch
 ``samples_per_s`` (training patches / training-loop wall time: patch sampling, decoding,
 normalisation, host->device copies and the optimizer steps; evaluation excluded and
 reported separately). Bare loop: the same model, loss, optimizer, batch size,
@@ -41,13 +41,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from landscape.data import ensure_synthetic  # noqa: E402
-from landscape.train.losses import IQALoss  # noqa: E402
+from landscape.device import resolve_device  # noqa: E402
 from landscape.models import create_model, model_config  # noqa: E402
 from landscape.provenance import provenance  # noqa: E402
 from landscape.train import pipeline  # noqa: E402
 from landscape.train.config import resolve_config  # noqa: E402
-from landscape.train.run import RunSpec, resolve_device, run_config, train_run  # noqa: E402
+from landscape.train.losses import IQALoss  # noqa: E402
 from landscape.train.step import train_step  # noqa: E402
+from landscape.train.trainer import RunSpec, run_config, train_run  # noqa: E402
 
 KONIQ_TRAIN, KONIQ_VAL, KONIQ_TEST = 7058, 1000, 2015
 USER_MINUTES = 25.0   # reported for Swin-B, batch 32, 20 patches, KonIQ (about 94 patches/s)

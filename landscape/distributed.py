@@ -1,4 +1,4 @@
-"""torch.distributed (launched by ``torchrun``): process group, collectives, data-parallel analysis.
+"""torch.distributed (launched by ``torchrun``): process group, collectives, work units, sharded data.
 
 Every function is a no-op returning the single-process answer when no process group is
 initialised, so library code calls them unconditionally. Backend: NCCL on GPUs, gloo on
@@ -14,24 +14,21 @@ never inside a batch, so a pairwise ranking term sees the same pairs as in one p
   same reduced numbers, so iterative methods (Lanczos, L-BFGS-B, bisections) take the same
   path on every rank, and the result equals the single-process one up to the order of the
   float summation.
-- :class:`DataParallelHessian`: ``H V = sum_r (N_r / N) H_r V`` with ``H_r`` the Hessian
-  of the mean loss over rank ``r``'s ``N_r`` examples (a local
-  :class:`landscape.hessian.HessianOperator`); ``weight_decay * V`` added once.
-- :func:`parallel_hessian`: top-k eigenvalues, trace and density on that operator, stored
-  by rank 0 and resumed like :func:`landscape.hessian.analyze_hessian`.
 - :func:`map_units`: independent work units (m-sharpness chunks, noise-scale repeats)
   round-robin over ranks, results gathered in unit order.
+
+No analyzer code lives here (the data-parallel Hessian is :mod:`landscape.hessian.parallel`).
 """
 from __future__ import annotations
 
 import datetime
 import os
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import torch
 import torch.distributed as tdist
 
-from landscape.errors import LandscapeError, NumericsError
+from landscape.errors import LandscapeError
 
 T = TypeVar("T")
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -211,17 +208,17 @@ class ShardedBatches(list):
         return [self.sizes[i] / n for i in self.index]
 
     def _like(self, local: Iterable[Batch], index: Sequence[int], sizes: Sequence[int],
-              full: Sequence[Batch] | None) -> "ShardedBatches":
+              full: Sequence[Batch] | None) -> ShardedBatches:
         return ShardedBatches(local, index, sizes, full)
 
-    def to(self, device: torch.device | str | None) -> "ShardedBatches":
+    def to(self, device: torch.device | str | None) -> ShardedBatches:
         """Local batches moved to ``device`` (``full`` stays where it is)."""
         if device is None:
             return self
         local = [(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in self]
         return self._like(local, self.index, self.sizes, self.full)
 
-    def take(self, limit: int) -> "ShardedBatches":
+    def take(self, limit: int) -> ShardedBatches:
         """The first ``limit`` examples of the global list (batch boundaries kept)."""
         starts = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
         sizes = [max(0, min(s, limit - a)) for s, a in zip(self.sizes, starts)]
@@ -280,167 +277,3 @@ def shard_batches(batches: Sequence[Batch], rank_: int | None = None, world: int
     index = list(range(r, len(batches), w))
     return ShardedBatches([tuple(batches[i]) for i in index], index, [int(x.shape[0]) for x, _ in batches],
                           full=batches)
-
-
-# ----------------------------------------------------------------------------- Hessian
-
-class DataParallelHessian:
-    """``H @ V`` of the full-data loss with the batches split across ranks (module docstring).
-
-    ``batches``: this rank's batches (a :class:`ShardedBatches`, or a plain list: ``N`` is
-    then the all-reduced count). Same constructor options as
-    :class:`landscape.hessian.HessianOperator`; exposes what its estimators use (``matmat``,
-    ``n``, ``dtype``, ``device``, ``mode``, ``weight_decay``, ``block``, ``n_matvecs``,
-    ``loss``, ``n_samples``, ``restrict``, ``release``), so
-    :func:`~landscape.hessian.top_eigenvalues`, :func:`~landscape.hessian.hessian_trace` and
-    :func:`~landscape.hessian.spectral_density` run on it unchanged, on every rank together.
-    Every product is a collective: all ranks must call it with the same ``V``.
-    A non-finite loss on any rank raises :class:`NumericsError` on every rank.
-    """
-
-    def __init__(self, model: torch.nn.Module, criterion: Callable, batches: Sequence[Batch], *,
-                 train: bool = False, weight_decay: float = 0.0, params: Sequence[str] | None = None,
-                 max_retained_batches: int | None = None, retain_fraction: float = 0.3,
-                 _local: Any = None, _share: float | None = None, _n_total: int | None = None,
-                 _data_hash: str | None = None):
-        from landscape.hessian import HessianOperator
-
-        if _local is None:
-            if not len(batches):
-                raise LandscapeError(f"rank {rank()} holds no batch: data parallelism needs one batch per rank")
-            _local = HessianOperator(model, criterion, list(batches), train=train, weight_decay=0.0,
-                                     params=params, max_retained_batches=max_retained_batches,
-                                     retain_fraction=retain_fraction)
-            n_local = _local.n_samples
-            if isinstance(batches, ShardedBatches):
-                _n_total = batches.n_total
-            else:
-                _n_total = int(all_reduce_sum(torch.tensor(float(n_local), dtype=torch.float64)).item())
-            _share = n_local / _n_total
-        self.local, self.share, self._n_total = _local, float(_share), int(_n_total)
-        self._batches, self._data_hash = batches, _data_hash
-        self.weight_decay = float(weight_decay)
-        self.n, self.dtype, self.device = _local.n, _local.dtype, _local.device
-        self.n_matvecs = 0
-        self._loss: float | None = None
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.local.model
-
-    @property
-    def mode(self) -> str:
-        return self.local.mode
-
-    @property
-    def engine_provenance(self) -> dict[str, Any]:
-        """What :func:`landscape.hessian.analyze_hessian` records about this engine."""
-        return {"engine": "data-parallel", "world_size": world_size()}
-
-    def data_hash(self) -> str:
-        """Hash of the global batch list (every rank's shard, gathered), as a single process would see it."""
-        if self._data_hash is None:
-            self._data_hash = _data_hash(self._batches)
-        return self._data_hash
-
-    @property
-    def block(self) -> str | None:
-        return self.local.block
-
-    @property
-    def param_names(self) -> list[str]:
-        return self.local.param_names
-
-    @property
-    def n_samples(self) -> int:
-        return self._n_total
-
-    @property
-    def loss(self) -> float | None:
-        """Full-data loss ``sum_r (N_r / N) L_r`` (known after the first product)."""
-        return self._loss
-
-    def restrict(self, params: Sequence[str], block: str | None = None) -> "DataParallelHessian":
-        """Diagonal block ``H[params, params]``, sharing data and kept graphs."""
-        return DataParallelHessian(None, None, (), weight_decay=self.weight_decay,
-                                   _local=self.local.restrict(params, block=block), _share=self.share,
-                                   _n_total=self._n_total, _data_hash=self.data_hash())
-
-    def release(self) -> None:
-        self.local.release()
-
-    def __enter__(self) -> "DataParallelHessian":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
-
-    def _reduced(self, local: Callable[[], torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
-        """``sum_r (N_r / N) local_r()`` in one all-reduce, with the loss and a NaN flag riding along."""
-        try:
-            part = local()
-            loss, bad = float(self.local.loss), 0.0
-        except NumericsError:
-            part, loss, bad = torch.zeros(shape, dtype=self.dtype, device=self.device), 0.0, 1.0
-        buf = torch.cat([part.reshape(-1) * self.share,
-                         torch.tensor([loss * self.share, bad], dtype=part.dtype, device=part.device)])
-        all_reduce_sum(buf)
-        if buf[-1].item() > 0:
-            raise NumericsError(f"Hessian: the loss is not finite on {int(buf[-1].item())} rank(s)")
-        if self._loss is None:
-            self._loss = float(buf[-2])
-        return buf[:-2].view(shape)
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        """``H @ V`` for ``V`` of shape ``[n, m]`` (or ``[n]``): one local product, one all-reduce."""
-        vec = V.dim() == 1
-        V2 = V[:, None] if vec else V
-        out = self._reduced(lambda: self.local.matmat(V2), (self.n, V2.shape[1]))
-        if self.weight_decay:
-            out.add_(V2.to(device=out.device, dtype=out.dtype), alpha=self.weight_decay)
-        self.n_matvecs += V2.shape[1]
-        return out[:, 0] if vec else out
-
-    def gradient(self) -> torch.Tensor:
-        """Full-data gradient ``sum_r (N_r / N) g_r + wd * theta`` (one all-reduce)."""
-        g = self._reduced(self.local.gradient, (self.n,))
-        if self.weight_decay:
-            g.add_(self.local.flat_parameters(), alpha=self.weight_decay)
-        return g
-
-    def output_gradient(self) -> torch.Tensor:
-        """Mean-output gradient ``J^T 1 / N = sum_r (N_r / N) u_r`` (one all-reduce)."""
-        return self._reduced(self.local.output_gradient, (self.n,))
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        return self.matmat(v)
-
-    def dense(self) -> torch.Tensor:
-        """The full ``n x n`` matrix (``n`` products; for tests on tiny models)."""
-        return self.matmat(torch.eye(self.n, device=self.device, dtype=self.dtype))
-
-
-def _data_hash(batches: Sequence[Batch]) -> str:
-    from landscape.provenance import hash_state
-
-    full = batches.gathered() if isinstance(batches, ShardedBatches) else batches
-    return hash_state({f"{i:06d}.{p}": t for i, (x, y) in enumerate(full) for p, t in (("x", x), ("y", y))})
-
-
-def parallel_hessian(model: torch.nn.Module, criterion: Callable, batches: Sequence[Batch], *,
-                     weight_decay: float = 0.0, train: bool = False, max_retained_batches: int | None = None,
-                     **kwargs: Any):
-    """Top-k eigenvalues, trace and density of the full-data Hessian, data-parallel over ranks.
-
-    ``batches``: this rank's shard (:func:`shard_batches` of the global list).
-    :func:`landscape.hessian.analyze_hessian` (``kwargs``: its options) on a
-    :class:`DataParallelHessian`, on every rank with the same seeds, so every rank holds the
-    same :class:`~landscape.hessian.HessianAnalysis`; it equals the single-process result
-    within float summation error. Parts are stored by rank 0 (same layout, keyed with the
-    global data hash and ``engine='data-parallel'``) and resumed like the single-process ones.
-    """
-    from landscape.hessian import analyze_hessian
-
-    op = DataParallelHessian(model, criterion, batches, train=train, weight_decay=weight_decay,
-                             max_retained_batches=max_retained_batches)
-    return analyze_hessian(model, criterion, (), operator=op, **kwargs)

@@ -55,3 +55,16 @@ def check_positive_int(name: str, value: object, *, minimum: int = 1, maximum: i
         limit = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
         raise LandscapeError(f"{name}={value!r}: need an integer {limit}")
     return int(value)
+
+
+def check_positive_number(name: str, value: object) -> float:
+    """``float(value)`` if it is a finite number > 0, else a one-line :class:`LandscapeError`."""
+    import math
+
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise LandscapeError(f"{name}={value!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise LandscapeError(f"{name}={value!r} must be a finite number > 0")
+    return v

@@ -45,11 +45,6 @@ def unflatten(vector: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.
     return out
 
 
-def parameter_vector(model: nn.Module) -> torch.Tensor:
-    """Detached copy of the trainable parameters as one flat vector."""
-    return flatten([p.detach() for _, p in trainable_parameters(model)]).clone()
-
-
 def check_finite_parameters(model: nn.Module, where: str = "model") -> None:
     """Refuse a model with NaN or infinite weights, naming the first bad tensor."""
     for name, p in model.named_parameters():

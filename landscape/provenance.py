@@ -1,4 +1,12 @@
-"""Provenance: content hashes and library versions attached to every stored number."""
+"""Provenance: content hashes and library versions attached to every stored number.
+
+- :func:`hash_state`: SHA-256 of a state dict (sorted keys, dtypes, shapes, raw bytes).
+- :func:`hash_batches`: the one content hash of a list of ``(inputs, targets)`` batches; every
+  analyzer (Hessian, sharpness, surface, data-parallel or not) keys its data by it.
+- :func:`content_key`: short key of a result's inputs, carrying the key spec version
+  :data:`KEY_SPEC` so results stored under an older key layout never match (recomputed,
+  never mixed).
+"""
 from __future__ import annotations
 
 import datetime as _dt
@@ -13,6 +21,10 @@ import numpy as np
 import torch
 
 _PACKAGES = ("landscape", "torch", "timm", "numpy", "scipy", "h5py", "matplotlib")
+
+#: Version of the content-key layout; bump when what a key hashes changes meaning.
+#: 2: ``key_spec`` field added; one batch hash (:func:`hash_batches`) for every analyzer.
+KEY_SPEC = 2
 
 
 def versions() -> dict[str, str]:
@@ -36,17 +48,27 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def hash_state(state: Mapping[str, torch.Tensor]) -> str:
-    """Hex SHA-256 over sorted keys, dtypes, shapes and raw bytes of a state dict."""
+    """Hex SHA-256 over sorted keys, dtypes, shapes and raw bytes of a state dict.
+
+    Per key: ``"key|dtype|shape|"`` then the tensor's bytes (C order, on the CPU). 0-d tensors
+    (e.g. BatchNorm's ``num_batches_tracked``) are hashed with their shape ``()`` and their
+    one element's bytes.
+    """
     h = hashlib.sha256()
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        # reshape(-1) first: a 0-d tensor becomes 1-element, which can be byte-viewed
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
 def hash_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> str:
-    """Hex SHA-256 of every batch's inputs and targets (order, shapes, dtypes and bytes)."""
+    """Hex SHA-256 of every batch's inputs and targets (order, shapes, dtypes and bytes).
+
+    :func:`hash_state` of ``{"000000.x": x_0, "000000.y": y_0, "000001.x": ...}``: the one
+    batch hash of the project (a data-parallel analysis hashes the global list).
+    """
     return hash_state({f"{i:06d}.{part}": t for i, (x, y) in enumerate(batches) for part, t in (("x", x), ("y", y))})
 
 
@@ -57,8 +79,11 @@ def hash_indices(indices: Iterable[int]) -> str:
 
 
 def content_key(spec: Mapping[str, Any], length: int = 16) -> str:
-    """Short stable key of a JSON-serialisable spec (sorted keys): keys results by their inputs."""
-    text = json.dumps(spec, sort_keys=True, default=str)
+    """Short stable key of a JSON-serialisable spec (sorted keys): keys results by their inputs.
+
+    The first ``length`` hex digits of SHA-256 of the JSON of ``{**spec, "key_spec": KEY_SPEC}``.
+    """
+    text = json.dumps({**spec, "key_spec": KEY_SPEC}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 

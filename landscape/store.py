@@ -22,7 +22,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -48,14 +48,44 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:                   # name the file being written, not its temp file
+            if e.filename is not None and str(e.filename) == str(tmp):
+                e.filename = str(path)
+            raise
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
-        if tmp.exists():
+        with contextlib.suppress(OSError):     # a failed write (disk full, ...) leaves no temp file
             tmp.unlink()
+
+
+def check_replaceable(out: str | Path, inputs: Iterable[str | Path | None] = ()) -> Path:
+    """Refuse to replace ``out`` when it is a symlink, or is, contains or lies inside one of ``inputs``.
+
+    The one check before any ``--force`` deletes a folder: an output never takes an input with it
+    (the sweep being reported, the dataset, a checkpoint being read). Returns ``out`` resolved.
+    """
+    out = Path(out)
+    if out.is_symlink():
+        raise LandscapeError(f"{out}: is a symbolic link; --force does not replace links (give the real folder)")
+    real = out.resolve()
+    for item in inputs:
+        if item is None or str(item) == "":
+            continue
+        inp = Path(item).resolve()
+        if real == inp or real in inp.parents or inp in real.parents:
+            rel = "is" if real == inp else ("contains" if real in inp.parents else "lies inside")
+            raise LandscapeError(f"{out}: {rel} the input {inp}; --force never deletes an input: use another --out")
+    return real
+
+
+def safe_rmtree(out: str | Path, inputs: Iterable[str | Path | None] = ()) -> None:
+    """``shutil.rmtree(out)`` after :func:`check_replaceable` (the only folder deletion of the package)."""
+    shutil.rmtree(check_replaceable(out, inputs))
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -64,14 +94,65 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    """Read JSON, with a one-line error naming the file when it is unreadable."""
+_TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+               bool: "true or false"}
+
+
+def _type_name(types: type | tuple[type, ...]) -> str:
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in (types if isinstance(types, tuple) else (types,)))
+
+
+def check_json_types(path: str | Path, obj: Any, require: Mapping[str, type | tuple[type, ...]],
+                     what: str = "") -> Any:
+    """``obj`` is an object holding every key of ``require`` with a value of its type(s), else a
+    one-line :class:`LandscapeError` naming the file and the key (``int`` accepts no bool,
+    ``float`` accepts ints)."""
+    where = f"{path}: {what + ' ' if what else ''}"
+    if not isinstance(obj, dict):
+        raise LandscapeError(f"{where}is {_type_name(type(obj))}, need an object with {', '.join(require)}")
+    for key, types in require.items():
+        if key not in obj:
+            raise LandscapeError(f"{where}lacks the key '{key}'")
+        value, allowed = obj[key], types if isinstance(types, tuple) else (types,)
+        if float in allowed:
+            allowed = (*allowed, int)
+        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise LandscapeError(f"{where}'{key}' is {shown}, need {_type_name(types)}")
+    return obj
+
+
+def read_json(path: str | Path, require: Mapping[str, type | tuple[type, ...]] | None = None) -> Any:
+    """Read JSON, with a one-line error naming the file when it is unreadable (missing, not
+    UTF-8, not JSON) or, with ``require``, lacks a key or holds a value of the wrong type
+    (:func:`check_json_types`)."""
     try:
-        return json.loads(Path(path).read_text())
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LandscapeError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise LandscapeError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     except (OSError, ValueError) as e:
         raise LandscapeError(f"{path}: not valid JSON ({e})") from None
+    return obj if require is None else check_json_types(path, obj, require)
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """Lines of a JSON-lines file (blank lines skipped); a broken line is a one-line error naming its number."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LandscapeError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise LandscapeError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except ValueError as e:
+                raise LandscapeError(f"{path}: line {n} is not valid JSON ({e})") from None
+    return out
 
 
 _held = threading.local()   # lock files held by this thread: realpath -> depth
@@ -165,3 +246,52 @@ def attrs_from_h5(obj: h5py.Group | h5py.Dataset) -> dict[str, Any]:
             value = value.item()
         out[key] = value
     return out
+
+
+def _h5_value_ok(value: Any, hint: Any) -> bool:
+    import numbers
+    import types
+    import typing
+
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for t in options:
+        if t is type(None) and value is None:
+            return True
+        if t is np.ndarray and isinstance(value, np.ndarray) and value.dtype.kind in "biuf" and value.size > 0:
+            return True
+        if t is float and isinstance(value, (numbers.Real, np.number)) and not isinstance(value, (bool, np.bool_)):
+            return True
+        if t is int and isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            return True
+        if t is bool and isinstance(value, (bool, np.bool_)):
+            return True
+        if t is str and isinstance(value, str):
+            return True
+        if t not in (np.ndarray, float, int, bool, str, type(None)):
+            return True                     # other field types: not checked here
+    return False
+
+
+def check_h5_fields(path: str | Path, group: str, cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` read from HDF5 ``group`` fit the field types of dataclass ``cls`` (arrays: non-empty,
+    numeric; numbers: not strings or bytes; required fields present), else a one-line
+    :class:`LandscapeError` naming the file, the dataset or attribute, and how to recover."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for fl in dataclasses.fields(cls):
+        required = fl.default is dataclasses.MISSING and fl.default_factory is dataclasses.MISSING
+        if fl.name not in values:
+            if required:
+                raise LandscapeError(f"{path}: {group} lacks '{fl.name}'; delete the file to recompute")
+            continue
+        value = values[fl.name]
+        if not _h5_value_ok(value, hints[fl.name]):
+            shown = (f"{value.dtype} array of shape {value.shape}" if isinstance(value, np.ndarray)
+                     else f"{type(value).__name__} {value!r:.40}")
+            raise LandscapeError(f"{path}: {group}/{fl.name} is {shown}, need "
+                                 f"{getattr(hints[fl.name], '__name__', hints[fl.name])}"
+                                 f"{' (non-empty, numeric)' if 'ndarray' in str(hints[fl.name]) else ''}; "
+                                 f"delete the file to recompute")
+    return dict(values)

@@ -25,17 +25,18 @@ import cli
 from landscape import distributed as dist
 from landscape import hessian as H
 from landscape import sharpness as S
-from landscape.models.checkpoint import load_checkpoint
+from landscape.analyze.inputs import load_analysis_input
 from landscape.data import generate_synthetic
 from landscape.errors import LandscapeError
 from landscape.models import create_model, model_config
-from landscape.analyze.inputs import load_analysis_input
+from landscape.models.checkpoint import load_checkpoint
+from landscape.provenance import hash_batches
 from landscape.surface import DirectionSpec, compute_surface, load_surface, merge_shards, shard_path
 from landscape.surface.storage import merge_rank_shards
 from landscape.train import pipeline
 from landscape.train.config import load_config_file, resolve_config
-from landscape.train.run import train_run
 from landscape.train.sweep import expand_sweep
+from landscape.train.trainer import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "dist_scripts"
@@ -186,6 +187,9 @@ def test_data_parallel_hessian_equals_single_process(analyzer_results):
     ref = H.analyze_hessian(model, criterion, batches, **an.HESSIAN)
     with H.HessianOperator(model, criterion, batches, weight_decay=an.HESSIAN["weight_decay"]) as op:
         dense = op.dense().numpy()
+        data_hash = op.data_hash()
+    # one batch hash: every rank's data-parallel operator records the single-process one
+    assert r0["data_hash"] == r1["data_hash"] == data_hash == hash_batches(batches)
     for r in (r0, r1):   # both ranks hold the same, single-process numbers
         np.testing.assert_allclose(r["dense"], dense, rtol=1e-12, atol=1e-13)
         np.testing.assert_allclose(r["eigenvalues"], ref.topk.eigenvalues, rtol=1e-10)
@@ -199,6 +203,7 @@ def test_data_parallel_hessian_equals_single_process(analyzer_results):
     for part in ("topk", "trace", "density"):
         stored = H.load_hessian_result(out / "analysis.h5", part)
         assert stored is not None and stored[2]["engine"] == "data-parallel" and stored[2]["world_size"] == 2
+        assert stored[2]["data_hash"] == data_hash
     np.testing.assert_allclose(H.load_hessian_result(out / "analysis.h5", "topk")[0].eigenvalues, r0["eigenvalues"])
 
 

@@ -12,16 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from landscape.batches import Batch
-from landscape.models.checkpoint import Checkpoint, build_model, load_checkpoint
+from landscape.data.analysis import split_analysis_batches
+from landscape.data.loading import load_dataset_spec
+from landscape.device import resolve_device
 from landscape.errors import LandscapeError
-from landscape.train.losses import make_criterion
+from landscape.models.checkpoint import Checkpoint, build_model, load_checkpoint
 from landscape.params import check_finite_parameters
 from landscape.provenance import hash_indices
 from landscape.store import read_json
+from landscape.train.losses import make_criterion
 
 ANALYSIS_FILE = "analysis.h5"
 
@@ -57,9 +59,6 @@ def load_analysis_input(path: str | Path, *, subsets: tuple[str, ...] = ("train"
                         batch_size: int = 64, seed: int = 0, which: str = "best", device: str = "auto",
                         loss: str = "train", dataset: str | None = None) -> AnalysisInput:
     """Everything an analyzer needs for one checkpoint, with provenance."""
-    from landscape.train import pipeline
-    from landscape.train.run import resolve_device
-
     if samples < 1 or batch_size < 1:
         raise LandscapeError(f"--samples and --batch-size must be >= 1 (got {samples}, {batch_size})")
     run_dir, ckpt_path = resolve_checkpoint(path, which)
@@ -73,11 +72,10 @@ def load_analysis_input(path: str | Path, *, subsets: tuple[str, ...] = ("train"
     check_finite_parameters(model, str(ckpt_path))
     criterion = make_criterion(loss, ranking_alpha=config.get("ranking_alpha", 0.5),
                                ranking_margin=config.get("ranking_margin", 0.0))
-    data = pipeline.load_dataset_for(spec, score_column=config.get("score_column"),
-                                     split_seed=config.get("split_seed", 0))
+    data = load_dataset_spec(spec, score_column=config.get("score_column"), split_seed=config.get("split_seed", 0))
     batches, prov_subsets = {}, {}
     for subset in subsets:
-        b, indices = pipeline.analysis_batches(data, subset, samples, batch_size, ckpt.model_config["img_size"], seed)
+        b, indices = split_analysis_batches(data, subset, samples, batch_size, ckpt.model_config["img_size"], seed)
         batches[subset] = [(x.to(dev), y.to(dev)) for x, y in b]
         prov_subsets[subset] = {"n": len(indices), "indices_sha256": hash_indices(indices)}
     prov = {"checkpoint": str(ckpt_path), "checkpoint_hash": ckpt.content_hash, "run": run_dir.name,

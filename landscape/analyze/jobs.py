@@ -17,20 +17,23 @@ whole Hessian or sharpness analysis of that run: a second process analysing the 
 stops at once with an "in use" error instead of racing on the file; the kernel drops the
 lock with its process, so a killed analysis can be resumed at once. Parts already stored
 are reused, and the log says how many were reused and how many computed.
+
+Grids over ranks are :func:`landscape.analyze.grid.sharded_grid`, their progress bars
+:mod:`landscape.analyze.progress`.
 """
 from __future__ import annotations
 
 import contextlib
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from landscape import distributed as dist
-from landscape.errors import LandscapeError
+from landscape.analyze.grid import sharded_grid
 from landscape.analyze.inputs import AnalysisInput, load_analysis_input, resolve_checkpoint
-from landscape.store import exclusive
+from landscape.errors import LandscapeError
 from landscape.formatting import fmt
+from landscape.store import exclusive
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,13 @@ def expand_runs(paths: Sequence[Path]) -> list[Path]:
     from landscape.train.sweep import sweep_runs
 
     out: list[Path] = []
+    seen: set[Path] = set()
     for p in map(Path, paths):
-        out += [p] if p.is_file() else sweep_runs(p)
+        for run in ([p] if p.is_file() else sweep_runs(p)):
+            real = run.resolve()          # the same run reached through a symlink counts once
+            if real not in seen:
+                seen.add(real)
+                out.append(run)
     return out
 
 
@@ -66,57 +74,10 @@ def analysis_inputs(paths: Sequence[Path], opts: AnalysisOptions,
                                   seed=opts.seed, which=opts.which, device=opts.device, loss=opts.loss)
 
 
-def cell_progress(total: int, label: str, enabled: bool = True):
-    """A tqdm bar over grid cells on stderr: returns ``(callback(cell, row), close())``."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=label, unit="cell", file=sys.stderr, dynamic_ncols=True, leave=False,
-               disable=not enabled)
-
-    def callback(cell, row):
-        bar.update(1)
-        loss = next((v for k, v in row.items() if k.endswith("_loss")), None)
-        if loss is not None:
-            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-    return callback, bar.close
-
-
 def join_process_group(opts: AnalysisOptions, log: Callable[[str], None]) -> Callable[[str], None]:
     """Join the torchrun process group (if launched so); returns ``log`` on rank 0, a no-op elsewhere."""
     dist.init_from_env(opts.device)
     return log if dist.is_main() else (lambda m: None)
-
-
-def sharded_grid(compute: Callable[..., Any], n_cells: int, label: str, progress: bool = True) -> Any:
-    """Run a resumable grid: ``compute(rank=, world=, callback=)`` on this rank's cells.
-
-    One process: the result file itself. Under torchrun each rank computes and writes its
-    own shard (no rank waits on another per cell); after the last cell the ranks meet once,
-    rank 0 merges the shards into the one result file (cells of an earlier merge kept), and
-    every rank returns the merged contents (``computed_now`` summed over ranks).
-    """
-    import torch
-
-    from landscape.surface import load_surface
-    from landscape.surface.storage import main_path, merge_rank_shards
-
-    world, rank = dist.world_size(), dist.rank()
-    cb, close = cell_progress(len(range(rank, n_cells, world)), label, progress and dist.is_main())
-    try:
-        res = compute(rank=rank, world=world, callback=cb)
-    finally:
-        close()
-    if world == 1:
-        return res
-    dist.barrier()
-    path = main_path(res.path)
-    if dist.is_main():
-        merge_rank_shards(path, world)
-    dist.barrier()
-    merged = load_surface(path)
-    merged.computed_now = int(dist.all_reduce_sum(torch.tensor([float(res.computed_now)]))[0].item())
-    merged.seconds = res.seconds
-    return merged
 
 
 def _analysis_lock(inp: AnalysisInput):
@@ -158,8 +119,8 @@ def hessian(paths: Sequence[Path], opts: AnalysisOptions, *, engine: str = "land
         data = inp.batches[opts.subsets[0]]
         with _analysis_lock(inp):
             if world > 1:
-                out = dist.parallel_hessian(inp.model, inp.criterion, dist.shard_batches(data), seed=opts.seed,
-                                            h5_path=inp.analysis_path, provenance=inp.provenance, **kwargs)
+                out = H.parallel_hessian(inp.model, inp.criterion, dist.shard_batches(data), seed=opts.seed,
+                                         h5_path=inp.analysis_path, provenance=inp.provenance, **kwargs)
                 topk, tr = out.topk, out.trace
                 log(f"  {_hessian_parts_line(out)}")
             elif engine == "pyhessian":
@@ -214,8 +175,8 @@ def surface(path: Path, opts: AnalysisOptions, *, grid: str = "-1:1:51", ygrid: 
 
     ``max_cells``: stop after that many cells (per rank); a later call resumes.
     """
-    from landscape.surface import DirectionSpec, compute_slice, compute_surface, parse_grid
     from landscape.figures.surface import plot_curves, plot_surface
+    from landscape.surface import DirectionSpec, compute_slice, compute_surface, parse_grid
 
     dist.init_from_env(opts.device)
     (inp,) = list(analysis_inputs([path], opts))
@@ -238,12 +199,12 @@ def surface(path: Path, opts: AnalysisOptions, *, grid: str = "-1:1:51", ygrid: 
 
 
 def interpolation(path_a: Path, path_b: Path, opts: AnalysisOptions, *, alpha: str = "-1:2:31",
-                  buffers: str = "interpolate", out: Path | None = None, plots: bool = True, progress: bool = True):
+                  buffers: str = "recompute", out: Path | None = None, plots: bool = True, progress: bool = True):
     """1D interpolation from checkpoint A (alpha 0) to B (alpha 1); stored beside the sweep by default."""
+    from landscape.figures.surface import plot_curves
     from landscape.models.checkpoint import load_checkpoint
     from landscape.store import attrs_to_h5, update_h5
     from landscape.surface import alpha_grid, interpolate
-    from landscape.figures.surface import plot_curves
 
     dist.init_from_env(opts.device)
     (inp,) = list(analysis_inputs([path_a], opts))
@@ -270,9 +231,9 @@ def interpolation(path_a: Path, path_b: Path, opts: AnalysisOptions, *, alpha: s
 def trajectory(run: Path, opts: AnalysisOptions, *, num: int = 21, center: bool = False, plots: bool = True,
                progress: bool = True):
     """Surface on the PCA plane of a run's per-epoch checkpoints, with the path."""
+    from landscape.figures.surface import plot_surface
     from landscape.models.checkpoint import load_checkpoint
     from landscape.surface import trajectory_surface
-    from landscape.figures.surface import plot_surface
 
     epochs = sorted(Path(run).glob("epoch_*.pt"))
     if len(epochs) < 2:

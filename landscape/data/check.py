@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from landscape.data.images import SKIP_HINT
+from landscape.data.loading import load_dataset
+from landscape.data.records import SPLITS, ImageRecord
 from landscape.errors import DataError
-from landscape.data.patches import SKIP_HINT
-from landscape.data.records import SPLITS, ImageRecord, load_dataset
 
 MAX_LISTED = 10
 

@@ -1,11 +1,8 @@
 """HyperIQA-style patch sampling: decode each image once per epoch, cut all its crops.
 
-Decoding (:func:`decode_image`): Pillow, RGB; with ``resize_short`` the image is
-resized (bicubic; JPEGs first DCT-downscaled with ``draft``) so its shorter side is
-``resize_short``; an image whose shorter side is still below the patch size is
-resized up (bicubic) so that side equals the patch size. Inputs are float32
-``(N, 3, S, S)``, ``(x / 255 - mean) / std`` with the ImageNet mean/std; targets are
-float32 ``(N,)`` scores.
+Images are decoded and normalised by :mod:`landscape.data.images` (shorter side resized
+to ``resize_short`` and at least the patch size; ImageNet mean/std). Inputs are float32
+``(N, 3, S, S)``; targets are float32 ``(N,)`` scores.
 
 Training (:class:`TrainPatches`, a torch ``IterableDataset``): per epoch the images
 are visited in a seeded order; each is decoded once and ``train_patch_num`` random
@@ -23,7 +20,7 @@ image, seeded random positions (depending on ``(seed, image index)`` only) or a
 fixed uniform grid (``random_crop=False``), no flips; the prediction for an image is
 the mean over its patches.
 
-Analysis (:func:`analysis_batches`): one centre crop per image, so a sample is an image.
+The analyzers' batches (one centre crop per image) are :mod:`landscape.data.analysis`.
 """
 from __future__ import annotations
 
@@ -34,73 +31,23 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from landscape.batches import model_device
+from landscape.data.images import decode_image, normalize_patches, unreadable
+from landscape.data.records import ImageRecord
 from landscape.errors import DataError, LandscapeError
 from landscape.params import evaluation_mode
-from landscape.data.records import ImageRecord
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
-
-
-# ---------------------------------------------------------------- decoding
-
-SKIP_HINT = ("pass --skip-bad-images (skip_bad=True) to leave unreadable images out; "
-             "'landscape data check' lists them all")
-
-
-def _unreadable(e: DataError) -> DataError:
-    """``e`` with :data:`SKIP_HINT` appended (raised where ``skip_bad`` could have skipped the image)."""
-    return DataError(f"{e}; {SKIP_HINT}")
-
-
-def decode_image(path: str, *, resize_short: int | None = None, min_side: int = 0) -> np.ndarray:
-    """Decode ``path`` to a uint8 ``(H, W, 3)`` array (resizing as in the module docstring).
-
-    An unreadable or missing file raises :class:`DataError` naming it.
-    """
-    try:
-        with Image.open(path) as im:
-            if resize_short:
-                w, h = im.size
-                scale = resize_short / min(w, h)
-                if scale < 1.0 and im.format == "JPEG":
-                    im.draft("RGB", (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
-            rgb = im.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
-    if resize_short and min(rgb.size) != resize_short:
-        rgb = _resize_shorter_side(rgb, resize_short)
-    if min_side and min(rgb.size) < min_side:
-        rgb = _resize_shorter_side(rgb, min_side)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-def _resize_shorter_side(im: Image.Image, target: int) -> Image.Image:
-    """Bicubic resize keeping the aspect ratio so that the shorter side is ``target``."""
-    w, h = im.size
-    s = target / min(w, h)
-    return im.resize((max(target, round(w * s)), max(target, round(h * s))), Image.BICUBIC)
-
-
-def normalize_patches(patches: np.ndarray) -> torch.Tensor:
-    """uint8 ``(N, S, S, 3)`` -> float32 ``(N, 3, S, S)`` normalised with the ImageNet mean/std."""
-    x = torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - _MEAN) / _STD
-
+# ---------------------------------------------------------------- crops
 
 def crop(img: np.ndarray, tops: np.ndarray, lefts: np.ndarray, size: int,
          flips: np.ndarray | None = None) -> np.ndarray:
     """Stack of ``size x size`` crops at ``(tops[i], lefts[i])``, horizontally flipped where ``flips``."""
     out = np.empty((len(tops), size, size, 3), dtype=np.uint8)
-    for i, (t, l) in enumerate(zip(tops, lefts)):
-        patch = img[t:t + size, l:l + size]
+    for i, (t, left) in enumerate(zip(tops, lefts)):
+        patch = img[t:t + size, left:left + size]
         out[i] = patch[:, ::-1] if flips is not None and flips[i] else patch
     return out
 
@@ -241,7 +188,7 @@ class TrainPatches(IterableDataset):
             img = decode_image(self.paths[idx], resize_short=cfg.resize_short, min_side=cfg.patch_size)
         except DataError as e:
             if not cfg.skip_bad:
-                raise _unreadable(e) from None
+                raise unreadable(e) from None
             self._bad[idx] = True
             warnings.warn(f"skipped {e}", stacklevel=2)
             return None
@@ -367,7 +314,7 @@ class TestPatches(Dataset):
         except DataError as e:
             if self.skip_bad:
                 return None
-            raise _unreadable(e) from None
+            raise unreadable(e) from None
         tops, lefts = self.positions(i, img.shape)
         return normalize_patches(crop(img, tops, lefts, self.patch_size)), float(rec.score), i
 
@@ -448,47 +395,3 @@ def predict_images(model: nn.Module, records: Sequence[ImageRecord], *, patch_si
     return Predictions(pred=torch.cat(preds).numpy(), score=torch.cat(scores).numpy(),
                        patch_std=torch.cat(stds).numpy(), paths=[records[k].path for k in used],
                        skipped=[r.path for k, r in enumerate(records) if k not in used_set])
-
-
-# ---------------------------------------------------------------- analysis batches
-
-def analysis_batches(records: Sequence[ImageRecord], n_images: int | None, batch_size: int, patch_size: int,
-                     seed: int = 0, *, resize_short: int | None = None,
-                     skip_bad: bool = False) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[int]]:
-    """Fixed evaluation batches for the analyzers: one centre crop per image.
-
-    Images: all records when ``n_images`` is None or >= their number, else the sorted
-    ``numpy.random.default_rng(seed).choice(len(records), n_images, replace=False)``.
-    Returns ``([(inputs (b, 3, S, S) float32, targets (b,) float32), ...], indices)``;
-    the indices (into ``records``) are what to hash (``provenance.hash_indices``).
-    Unreadable images raise :class:`DataError`, or with ``skip_bad`` are left out of
-    the indices.
-    """
-    _check_positive(batch_size=batch_size, patch_size=patch_size)
-    n = len(records)
-    if n == 0:
-        raise DataError("analysis_batches: no images")
-    if n_images is None or n_images >= n:
-        chosen = list(range(n))
-    else:
-        _check_positive(n_images=n_images)
-        chosen = sorted(int(k) for k in np.random.default_rng(seed).choice(n, int(n_images), replace=False))
-    crops, targets, used = [], [], []
-    for k in chosen:
-        try:
-            img = decode_image(records[k].path, resize_short=resize_short, min_side=patch_size)
-        except DataError:
-            if skip_bad:
-                continue
-            raise
-        h, w = img.shape[:2]
-        crops.append(img[(h - patch_size) // 2:(h - patch_size) // 2 + patch_size,
-                         (w - patch_size) // 2:(w - patch_size) // 2 + patch_size])
-        targets.append(records[k].score)
-        used.append(k)
-    if not used:
-        raise DataError("analysis_batches: every image was unreadable")
-    x = normalize_patches(np.stack(crops))
-    y = torch.tensor(targets, dtype=torch.float32)
-    batches = [(x[j:j + batch_size], y[j:j + batch_size]) for j in range(0, len(used), batch_size)]
-    return batches, used

@@ -46,9 +46,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from landscape.data.splits import check_ratios, seeded_group_split
 from landscape.errors import DataError
 from landscape.store import atomic_path, write_json
-from landscape.data.records import check_ratios, seeded_group_split
 
 GENERATOR_VERSION = 1
 LEVELS = {

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from landscape.figures import style as figstyle
-
-if TYPE_CHECKING:
-    from landscape.plan import PlanResult
 
 OFF_SCALE = 4.0
 
@@ -46,8 +43,17 @@ def _finite(v: float) -> bool:
     return v is not None and math.isfinite(v)
 
 
-def plan_figure(result: "PlanResult", out_stem: str | Path) -> list[Path]:
-    """Write ``<stem>.pdf/.png/.svg`` for ``result`` (see the module docstring); returns the paths."""
+def plan_figure(result: Any, out_stem: str | Path) -> list[Path]:
+    """Write ``<stem>.pdf/.png/.svg`` for ``result`` (see the module docstring); returns the paths.
+
+    ``result`` is a :class:`landscape.plan.result.PlanResult` passed in by the planner (read
+    here, never imported): ``rows`` (``batch_size``, ``fits``, ``direct``, ``accumulated``
+    speed stats with ``epoch_time_s``, ``epoch_time_se_s``, ``peak_memory_bytes``,
+    ``micro_batch``, ``accumulate``), ``memory_limit_bytes``, ``memory_kind``,
+    ``memory_model`` (``predict``, ``fixed``, ``per_sample``) or None, ``max_micro_batch``,
+    ``max_micro_source``, ``max_micro_lower_bound``, ``accumulate`` and ``noise``
+    (``b_simple``, ``b_simple_ci``) or None.
+    """
     ok = figstyle.OKABE_ITO
     rows = result.rows
     sizes = [r.batch_size for r in rows]

@@ -8,8 +8,9 @@
   deficiencies; batch sizes get colours in ascending order and a marker each, so
   figures also read in greyscale.
 - Figures are built with :class:`matplotlib.figure.Figure` (no pyplot, no GUI, any
-  backend); ``save_figure`` writes PDF (vector), PNG (300 dpi) and SVG atomically, with
-  the creation date stripped so identical data give identical PDF/SVG files.
+  backend); :func:`save_figure`, the only figure saver of the package, writes PDF
+  (vector), PNG (300 dpi) and SVG atomically, with the creation date stripped so
+  identical data give identical PDF/SVG files.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import matplotlib
 from cycler import cycler
 from matplotlib.figure import Figure
 
-from landscape.errors import LandscapeError
+from landscape.errors import LandscapeError, check_choice, check_choices
 from landscape.store import atomic_path
 
 ONE_COLUMN = 3.35  # inches
@@ -94,15 +95,9 @@ def paper_style() -> Iterator[None]:
         yield
 
 
-def use_agg() -> None:
-    """Switch pyplot to the non-interactive Agg backend (for scripts that use pyplot)."""
-    matplotlib.use("Agg", force=True)
-
-
 def figsize(columns: int = 1, aspect: float = 0.75) -> tuple[float, float]:
     """``(width, width * aspect)`` in inches for a 1- or 2-column figure."""
-    if columns not in (1, 2):
-        raise LandscapeError(f"columns={columns}: must be 1 or 2")
+    check_choice("columns", columns, (1, 2))
     if not aspect > 0:
         raise LandscapeError(f"aspect={aspect}: must be > 0")
     width = ONE_COLUMN if columns == 1 else TWO_COLUMN
@@ -141,17 +136,18 @@ def batch_size_markers(sizes: Iterable[int]) -> dict[int, str]:
 
 def save_figure(fig: Figure, path_stem: str | Path, formats: Sequence[str] = FORMATS,
                 dpi: int = PNG_DPI) -> list[Path]:
-    """Write ``<stem>.pdf``, ``<stem>.png`` (``dpi``) and ``<stem>.svg`` atomically.
+    """The one figure saver: ``<stem>.<fmt>`` for each of ``formats`` (default pdf, png at
+    ``dpi``, svg), each written to a temp file in the same folder and renamed over the
+    target (:func:`landscape.store.atomic_path`), so a reader never sees half a figure.
 
-    The stem's own dots are kept (``"phi_eps1e-3"`` -> ``"phi_eps1e-3.pdf"``). The
-    format is passed explicitly because the temp file ends in ``.tmp``. Returns the
-    written paths in ``formats`` order.
+    Formats are checked before anything is written. The stem's own dots are kept
+    (``"phi_eps1e-3"`` -> ``"phi_eps1e-3.pdf"``). The format is passed explicitly because
+    the temp file ends in ``.tmp``. Returns the written paths in ``formats`` order.
     """
     stem = Path(path_stem)
+    formats = check_choices("format", formats, FORMATS)
     out: list[Path] = []
     for fmt in formats:
-        if fmt not in ("pdf", "png", "svg"):
-            raise LandscapeError(f"format {fmt!r}: expected pdf, png or svg")
         path = stem.with_name(f"{stem.name}.{fmt}")
         metadata = {"pdf": {"CreationDate": None, "Creator": "landscape"},
                     "svg": {"Date": None, "Creator": "landscape"},

@@ -16,28 +16,16 @@ from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
-from landscape.figures import style as figstyle
 from landscape.errors import LandscapeError
-from landscape.report.stats import CorrelationResult, rank_correlation
+from landscape.figures import style as figstyle
+from landscape.uncertainty import as_vector, finite_values, mean_std
 
 GAP_LABEL = "SRCC gap (train − test)"
 _LINESTYLES = ("-", "--", ":", "-.")
 
 
-def _vec(values: Any, name: str, n: int | None = None) -> np.ndarray:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise LandscapeError(f"{name}: not a sequence of numbers") from None
-    if arr.ndim != 1:
-        raise LandscapeError(f"{name}: expected a 1-D sequence, got shape {arr.shape}")
-    if n is not None and arr.size != n:
-        raise LandscapeError(f"{name}: has {arr.size} values, expected {n}")
-    return arr
-
-
 def _opt_vec(values: Any, name: str, n: int) -> np.ndarray | None:
-    return None if values is None else _vec(values, name, n)
+    return None if values is None else as_vector(values, name, n)
 
 
 def _nonempty(values: Sequence | Mapping, name: str) -> None:
@@ -74,11 +62,9 @@ def _legend_below(ax, handles, ncol: int = 2) -> None:
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float, np.ndarray]:
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    arr = arr[np.isfinite(arr)]
-    if arr.size == 0:
-        return float("nan"), float("nan"), arr
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else float("nan"), arr
+    """Seed mean, seed std (:func:`landscape.uncertainty.mean_std`, ddof = 1) and the finite values."""
+    arr = finite_values(values)
+    return (*mean_std(arr), arr)
 
 
 def _show_right_spine(ax) -> None:
@@ -91,25 +77,24 @@ def _show_right_spine(ax) -> None:
 def measure_vs_gap(batch_sizes: Sequence[int], measure: Sequence[float], gap: Sequence[float],
                    out_stem: str | Path, *, measure_std: Sequence[float] | None = None,
                    gap_std: Sequence[float] | None = None, measure_label: str = "sharpness",
-                   gap_label: str = GAP_LABEL, correlation: CorrelationResult | None = None,
+                   gap_label: str = GAP_LABEL, correlation: Any = None,
                    groups: Sequence[str] | None = None, log_measure: bool = False) -> list[Path]:
     """Measure (x) against the gap (y), one point per configuration.
 
     Points are coloured by batch size, with seed-std error bars on both axes; an
     optional ``groups`` label per point (e.g. the LR rule) picks the marker. The legend
-    shows Kendall tau-b with its bootstrap CI (``correlation``, or computed with
-    :func:`stats.rank_correlation` defaults when None). ``log_measure``: log x axis, used
+    shows Kendall tau-b with its bootstrap CI when ``correlation`` is given (a
+    :class:`landscape.report.stats.CorrelationResult` computed by the caller; only its
+    ``tau_text()`` is read), and none when it is None. ``log_measure``: log x axis, used
     only when the plotted x range spans at least a decade (else too few ticks are labelled).
     """
-    bs = _vec(batch_sizes, "batch_sizes")
+    bs = as_vector(batch_sizes, "batch_sizes")
     n = bs.size
     _nonempty(bs, "batch_sizes")
-    m, g = _vec(measure, "measure", n), _vec(gap, "gap", n)
+    m, g = as_vector(measure, "measure", n), as_vector(gap, "gap", n)
     ms, gs = _opt_vec(measure_std, "measure_std", n), _opt_vec(gap_std, "gap_std", n)
     if groups is not None and len(groups) != n:
         raise LandscapeError(f"groups: has {len(groups)} labels, expected {n}")
-    if correlation is None:
-        correlation = rank_correlation(m, g)
     colors = figstyle.batch_size_colors(bs.tolist())
     if groups is not None:
         uniq = list(dict.fromkeys(groups))
@@ -130,8 +115,9 @@ def measure_vs_gap(batch_sizes: Sequence[int], measure: Sequence[float], gap: Se
         if groups is not None:
             handles += [Line2D([], [], linestyle="none", marker=mk, color="0.4", label=str(k))
                         for k, mk in gmark.items()]
-        tau_label = correlation.tau_text().replace("τ_b", r"$\tau_b$")
-        handles.append(Line2D([], [], linestyle="none", label=tau_label))
+        if correlation is not None:
+            tau_label = correlation.tau_text().replace("τ_b", r"$\tau_b$")
+            handles.append(Line2D([], [], linestyle="none", label=tau_label))
         ax.legend(handles=handles, loc="best", handletextpad=0.3)
         lo, hi = ax.dataLim.intervalx
         if log_measure and lo > 0 and hi >= 10 * lo:    # within one decade a log axis has too few ticks
@@ -197,8 +183,8 @@ def spectral_densities(curves: Mapping[int, tuple[Sequence[float], Sequence[floa
                 grid, dens = curves[b]
             except (TypeError, ValueError):
                 raise LandscapeError(f"curves[{b}]: expected a (grid, density) pair") from None
-            x = _vec(grid, f"grid for batch size {b}")
-            y = _vec(dens, f"density for batch size {b}", x.size)
+            x = as_vector(grid, f"grid for batch size {b}")
+            y = as_vector(dens, f"density for batch size {b}", x.size)
             if logy:
                 y = np.where(y > 0, y, np.nan)
             ax.plot(x, y, color=colors[b], label=f"B = {b:g}", linewidth=1.0)
@@ -223,9 +209,9 @@ def interpolation_1d(alpha: Sequence[float], out_stem: str | Path, *,
     """Loss (left axis, solid) and SRCC (right axis, dashed) along
     ``w(alpha) = (1 - alpha) w_start + alpha w_end``, train and test; dotted lines mark
     alpha = 0 and 1 with ``endpoint_labels``."""
-    a = _vec(alpha, "alpha")
+    a = as_vector(alpha, "alpha")
     _nonempty(a, "alpha")
-    curves = {"train_loss": _vec(train_loss, "train_loss", a.size),
+    curves = {"train_loss": as_vector(train_loss, "train_loss", a.size),
               "test_loss": _opt_vec(test_loss, "test_loss", a.size),
               "train_srcc": _opt_vec(train_srcc, "train_srcc", a.size),
               "test_srcc": _opt_vec(test_srcc, "test_srcc", a.size)}
@@ -277,8 +263,8 @@ def contours_side_by_side(surfaces: Mapping[str, Any], out_stem: str | Path, *,
     if len(shapes) > 1:
         raise LandscapeError(f"surfaces differ in shape: {sorted(shapes)}")
     ny, nx = shapes.pop()
-    xs = np.arange(nx, dtype=float) if x is None else _vec(x, "x", nx)
-    ys = np.arange(ny, dtype=float) if y is None else _vec(y, "y", ny)
+    xs = np.arange(nx, dtype=float) if x is None else as_vector(x, "x", nx)
+    ys = np.arange(ny, dtype=float) if y is None else as_vector(y, "y", ny)
     finite = np.concatenate([a[np.isfinite(a)] for a in arrays.values()])
     if log_scale:
         finite = finite[finite > 0]
@@ -342,12 +328,12 @@ def training_curves(runs: Sequence[Mapping[str, Any]], out_stem: str | Path, *,
             b = run["batch_size"]
             style = _LINESTYLES[seen.get(b, 0) % len(_LINESTYLES)]
             seen[b] = seen.get(b, 0) + 1
-            loss = _vec(run[loss_key], f"run {i} {loss_key}")
+            loss = as_vector(run[loss_key], f"run {i} {loss_key}")
             epochs = (np.arange(1, loss.size + 1, dtype=float) if run.get("epoch") is None
-                      else _vec(run["epoch"], f"run {i} epoch", loss.size))
+                      else as_vector(run["epoch"], f"run {i} epoch", loss.size))
             ax_loss.plot(epochs, loss, color=colors[b], linestyle=style, linewidth=1.0)
             if run.get(srcc_key) is not None:
-                srcc = _vec(run[srcc_key], f"run {i} {srcc_key}")
+                srcc = as_vector(run[srcc_key], f"run {i} {srcc_key}")
                 ep = epochs if srcc.size == loss.size else np.arange(1, srcc.size + 1, dtype=float)
                 ax_srcc.plot(ep, srcc, color=colors[b], linestyle=style, linewidth=1.0)
         ax_loss.set_ylabel(loss_label)
@@ -369,12 +355,12 @@ def throughput_memory(batch_sizes: Sequence[int], samples_per_s: Sequence[float]
     batch size (log2). Optional horizontal line at ``memory_limit`` and a vertical
     marker at the gradient noise scale ``b_simple`` (+- ``b_simple_err`` shaded).
     NaN memory values (not measured, e.g. on CPU) are left out."""
-    bs = _vec(batch_sizes, "batch_sizes")
+    bs = as_vector(batch_sizes, "batch_sizes")
     _nonempty(bs, "batch_sizes")
     if np.any(~(bs > 0)):
         raise LandscapeError(f"batch_sizes {bs.tolist()}: must be > 0 for a log2 axis")
-    thr = _vec(samples_per_s, "samples_per_s", bs.size)
-    mem = _vec(peak_memory, "peak_memory", bs.size)
+    thr = as_vector(samples_per_s, "samples_per_s", bs.size)
+    mem = as_vector(peak_memory, "peak_memory", bs.size)
     thr_std = _opt_vec(samples_per_s_std, "samples_per_s_std", bs.size)
     order = np.argsort(bs)
     c_thr, c_mem = figstyle.OKABE_ITO["blue"], figstyle.OKABE_ITO["orange"]

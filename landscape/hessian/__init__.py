@@ -2,39 +2,39 @@
 
 The loss is the size-weighted mean over a fixed list of batches,
 ``L(theta) = sum_b (n_b / N) * criterion(f(x_b; theta), y_b)`` (mean-reduced criterion),
-evaluated in eval mode by default (train mode on request; the mode used is recorded and
-every submodule's flag restored). ``H = d^2 L / d theta^2`` over the trainable parameters
-(or a block of them), plus ``weight_decay * I`` when asked (the Hessian of
-``L + wd/2 ||theta||^2``).
+evaluated in eval mode by default (train mode on request). ``H = d^2 L / d theta^2`` over the
+trainable parameters (or a block of them), plus ``weight_decay * I`` when asked.
 
-- :class:`HessianOperator`: ``H @ V`` for ``V`` of shape ``[n, m]`` by double backward.
-- :func:`top_eigenvalues` (Lanczos), :func:`hessian_trace` (Hutch++/Hutchinson),
-  :func:`spectral_density` (stochastic Lanczos quadrature): results as dataclasses.
-- :func:`analyze_hessian`: all of them, per block on request, each part stored in the run's
-  analysis HDF5 under ``hessian/<part>`` as soon as it is done and skipped when already
-  stored with the same content key (resumable).
-- :func:`pyhessian_top_eigenvalues`: the PyHessian package on the same model and data.
+Modules, one job each (imports go down this list):
+``operator`` (:class:`HessianOperator`, ``H @ V`` by double backward, and the
+:class:`CurvatureOperator` contract), ``results`` (frozen result dataclasses), ``blocks``
+(parameter groups, diagonal-block operators), ``estimators`` (:func:`top_eigenvalues`,
+:func:`hessian_trace`, :func:`spectral_density`), ``storage`` (HDF5 layout), ``analyze``
+(:class:`HessianConfig`, :func:`analyze_hessian`: all parts, stored and resumable),
+``parallel`` (:class:`DataParallelHessian`, :func:`parallel_hessian`: batches split over
+ranks), ``pyhessian`` (:func:`pyhessian_top_eigenvalues`, the PyHessian package as a cross-check).
 """
-from landscape.hessian.analyze import (  # noqa: F401
-    H5_GROUP,
-    HessianAnalysis,
-    HessianDensity,
-    HessianEigen,
-    HessianOperator,
-    HessianTrace,
-    STARTS,
+from landscape.hessian.analyze import HessianConfig, analyze_hessian
+from landscape.hessian.blocks import block_operators, parameter_groups
+from landscape.hessian.estimators import (
     START_NOISE,
+    STARTS,
     TRACE_METHODS,
-    analyze_hessian,
-    block_operators,
     hessian_trace,
-    load_hessian_result,
-    parameter_groups,
-    pyhessian_top_eigenvalues,
-    save_hessian_result,
     spectral_density,
     start_vector,
-    stored_key,
     top_eigenvalues,
-    weighted_batch_sum,
 )
+from landscape.hessian.operator import CurvatureOperator, HessianOperator, weighted_batch_sum
+from landscape.hessian.parallel import DataParallelHessian, parallel_hessian
+from landscape.hessian.pyhessian import pyhessian_top_eigenvalues
+from landscape.hessian.results import HessianAnalysis, HessianDensity, HessianEigen, HessianTrace
+from landscape.hessian.storage import H5_GROUP, load_hessian_result, save_hessian_result, stored_key
+
+__all__ = [
+    "CurvatureOperator", "DataParallelHessian", "H5_GROUP", "HessianAnalysis", "HessianConfig", "HessianDensity",
+    "HessianEigen", "HessianOperator", "HessianTrace", "STARTS", "START_NOISE", "TRACE_METHODS", "analyze_hessian",
+    "block_operators", "hessian_trace", "load_hessian_result", "parallel_hessian", "parameter_groups",
+    "pyhessian_top_eigenvalues", "save_hessian_result", "spectral_density", "start_vector", "stored_key",
+    "top_eigenvalues", "weighted_batch_sum",
+]

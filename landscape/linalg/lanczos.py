@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from landscape.errors import LandscapeError, NumericsError
+from landscape.errors import LandscapeError, NumericsError, check_choice
 from landscape.linalg.probes import (
     BREAKDOWN,
     MatMat,
@@ -135,10 +135,8 @@ def lanczos(matmat: MatMat, n: int, k: int, *, which: str = "LA", tol: float = 1
         raise LandscapeError(f"top_k={k!r}: need a positive integer")
     if k > n:
         raise LandscapeError(f"top_k={k} exceeds the number of parameters ({n})")
-    if which not in WHICH:
-        raise LandscapeError(f"which={which!r}: choose one of {', '.join(WHICH)}")
-    if stop not in STOP_RULES:
-        raise LandscapeError(f"stop={stop!r}: choose one of {', '.join(STOP_RULES)}")
+    check_choice("which", which, WHICH)
+    check_choice("stop", stop, STOP_RULES)
     if not tol > 0:
         raise LandscapeError(f"tol={tol!r}: need a positive tolerance")
     if max_iter < k:

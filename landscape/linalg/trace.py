@@ -18,11 +18,15 @@ from landscape.linalg.probes import (
     generator,
     rademacher,
 )
+from landscape.uncertainty import mean_se
 
 
 @dataclass
 class TraceEstimate:
     """Trace estimate ``trace +- stderr`` from ``n_matvecs`` products.
+
+    ``stderr``: standard error of the mean of ``samples`` (:func:`landscape.uncertainty.mean_se`,
+    std with ddof = 1 over sqrt of their number; both estimators draw at least 2 samples).
 
     ``exact_part``: Hutch++'s deterministic ``tr(Q^T A Q)`` (0 for Hutchinson);
     ``samples``: the quadratic forms ``z^T A' z`` of the stochastic part, whose mean is added.
@@ -41,13 +45,6 @@ def _quadratic_forms(Z: torch.Tensor, AZ: torch.Tensor) -> np.ndarray:
     return (Z.double() * AZ.double()).sum(dim=0).cpu().numpy()
 
 
-def _mean_se(samples: np.ndarray) -> tuple[float, float]:
-    m = len(samples)
-    mean = float(samples.mean())
-    se = float(samples.std(ddof=1) / math.sqrt(m)) if m > 1 else float("inf")
-    return mean, se
-
-
 def hutchinson(matmat: MatMat, n: int, n_matvecs: int, *, seed: int = 0, device="cpu",
                dtype=torch.float32, block_size: int | None = None) -> TraceEstimate:
     """``tr(A) ~ (1/m) sum_i z_i^T A z_i`` with ``m = n_matvecs`` Rademacher probes.
@@ -60,7 +57,7 @@ def hutchinson(matmat: MatMat, n: int, n_matvecs: int, *, seed: int = 0, device=
     samples = _quadratic_forms(Z, apply_blocked(matmat, Z, block_size))
     if not np.isfinite(samples).all():
         raise NumericsError("trace: the operator returned NaN or infinite values")
-    mean, se = _mean_se(samples)
+    mean, se = mean_se(samples)
     return TraceEstimate(mean, se, "hutchinson", n_matvecs, 0.0, samples)
 
 
@@ -88,5 +85,5 @@ def hutchpp(matmat: MatMat, n: int, n_matvecs: int, *, seed: int = 0, device="cp
     samples = _quadratic_forms(Gp, apply_blocked(matmat, Gp, block_size))
     if not (np.isfinite(samples).all() and math.isfinite(exact)):
         raise NumericsError("trace: the operator returned NaN or infinite values")
-    mean, se = _mean_se(samples)
+    mean, se = mean_se(samples)
     return TraceEstimate(exact + mean, se, "hutch++", s + Qm.shape[1] + g, exact, samples)

@@ -8,6 +8,8 @@ File layout (a plain dict of tensors, numbers and strings; ``torch.save``):
 """
 from __future__ import annotations
 
+import math
+import os
 import pickle
 import warnings
 import zipfile
@@ -19,7 +21,8 @@ import torch
 from torch import nn
 
 from landscape.errors import CheckpointError
-from landscape.models import SwinIQA, SwinIQAConfig, create_model
+from landscape.models import SwinIQAConfig, create_model
+from landscape.models.schema import check_model_config
 from landscape.provenance import hash_state, sha256_file
 from landscape.store import atomic_path
 
@@ -47,8 +50,25 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_config: dict[str, 
     payload = {"format": FORMAT, "model_config": model_config, "state_dict": state,
                "content_hash": digest, "meta": meta or {}}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        save_torch(payload, tmp, path)
     return digest
+
+
+def save_torch(payload: Any, tmp: Path, path: str | Path) -> None:
+    """``torch.save`` whose write failures (disk full: torch's zip writer raises ``RuntimeError``) become an
+    ``OSError`` naming ``path`` (the CLI prints it as one line; the temp file is removed by ``atomic_path``)."""
+    try:
+        torch.save(payload, tmp)
+    except RuntimeError as e:
+        if "write" not in str(e).lower():
+            raise
+        import errno
+        import shutil
+
+        free = shutil.disk_usage(Path(tmp).parent).free
+        code = errno.ENOSPC if free < (1 << 20) else errno.EIO
+        raise OSError(code, f"{os.strerror(code)} (writing failed: {str(e).splitlines()[0][:120]})",
+                      str(path)) from None
 
 
 _TORCH_BOILERPLATE = ("weights only load failed", "please file an issue", "check the documentation")
@@ -98,9 +118,43 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> Checkpoint:
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
     state = payload["state_dict"]
+    check_state_dict(state, f"{path}: state_dict")
+    if not isinstance(payload["content_hash"], str):
+        raise CheckpointError(f"{path}: content_hash is {type(payload['content_hash']).__name__}, need a string")
+    meta = payload.get("meta", {})
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: meta is {type(meta).__name__}, need a mapping")
+    check_meta(meta, path)
+    check_model_config(payload["model_config"], str(path))      # before anything is built or hashed
     if verify and hash_state(state) != payload["content_hash"]:
         raise CheckpointError(f"{path}: content hash mismatch (file modified or corrupt)")
-    return Checkpoint(path, payload["model_config"], state, payload["content_hash"], payload.get("meta", {}))
+    return Checkpoint(path, payload["model_config"], state, payload["content_hash"], meta)
+
+
+def check_state_dict(state: Any, what: str) -> None:
+    """``state`` is a mapping of string names to tensors, else one-line :class:`CheckpointError`."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{what} is {type(state).__name__}, need a mapping of names to tensors")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{what}: entry {str(key)[:80]!r} is {type(value).__name__}, need a tensor")
+
+
+_META_NUMBERS = ("ranking_alpha", "ranking_margin", "lr", "run_lr", "weight_decay")
+
+
+def check_meta(meta: dict[str, Any], path: Path) -> None:
+    """The run config stored in ``meta["config"]`` (read by the analyses): numeric loss settings."""
+    config = meta.get("config")
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: meta config is {type(config).__name__}, need a mapping")
+    for key in _META_NUMBERS:
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise CheckpointError(f"{path}: meta config {key}={value!r}: need a finite number")
 
 
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -121,9 +175,24 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     model.load_state_dict(state, strict=True)
 
 
-def build_model(checkpoint: Checkpoint) -> SwinIQA:
-    """Rebuild the model from the checkpoint's config and load its weights (eval mode)."""
-    config = SwinIQAConfig.from_dict(dict(checkpoint.model_config))
-    model = create_model(config)
+def build_model(checkpoint: Checkpoint) -> nn.Module:
+    """Rebuild the model from the checkpoint's config and load its weights (eval mode).
+
+    ``model_config["family"]``: ``swin_iqa`` (or absent: files of older versions) is a
+    :class:`SwinIQAConfig`; ``factory`` / ``timm`` describe an imported model
+    (:mod:`landscape.models.imported`; a factory whose source file changed is refused).
+    """
+    if checkpoint.model_config.get("family") in ("factory", "timm"):
+        from landscape.models.imported import build_described
+
+        model = build_described(dict(checkpoint.model_config))
+        load_state_strict(model, checkpoint.state_dict, str(checkpoint.path))
+        return model.eval()
+    config = SwinIQAConfig.from_dict(dict(checkpoint.model_config), str(checkpoint.path))
+    try:
+        model = create_model(config)
+    except (AssertionError, ValueError, TypeError, RuntimeError) as e:   # timm's own checks of the sizes
+        raise CheckpointError(f"{checkpoint.path}: cannot build the model of its model_config "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
     load_state_strict(model, checkpoint.state_dict, str(checkpoint.path))
     return model.eval()

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from landscape.errors import CheckpointError, LandscapeError
+from landscape.models.schema import check_extra, check_swin_config
 
 _ARCH_KEYS = ("img_size", "patch_size", "window_size", "embed_dim", "depths", "num_heads")
 
@@ -48,11 +49,11 @@ class SwinIQAConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SwinIQAConfig":
+    def from_dict(cls, d: dict[str, Any], source: str = "model config") -> SwinIQAConfig:
+        """Config from a dict, validated first against :func:`landscape.models.schema.check_swin_config`
+        (types, bounds, the ``extra`` allow-list); ``source`` names the file in errors."""
+        d = check_swin_config(d, source)
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known - {"family"})
-        if unknown:
-            raise CheckpointError(f"model config has unknown keys: {', '.join(unknown)}")
         d = {k: v for k, v in d.items() if k in known}
         d["depths"], d["num_heads"] = tuple(d["depths"]), tuple(d["num_heads"])
         return cls(**d)
@@ -103,8 +104,10 @@ class SwinIQA(nn.Module):
 
 
 def _backbone_kwargs(config: SwinIQAConfig) -> dict[str, Any]:
+    """timm arguments: the architecture keys, the head removed, and only the allow-listed ``extra``."""
     kwargs = {k: getattr(config, k) for k in _ARCH_KEYS}
-    return dict(kwargs, num_classes=0, drop_path_rate=config.drop_path_rate, **config.extra)
+    return dict(kwargs, num_classes=0, drop_path_rate=config.drop_path_rate,
+                **check_extra(config.preset, config.extra))
 
 
 def create_model(config: SwinIQAConfig, *, pretrained: str | Path | None = None) -> SwinIQA:

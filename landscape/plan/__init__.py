@@ -30,30 +30,35 @@ Outputs (``out_dir``): ``plan.json`` (everything, with provenance), ``plan.csv``
 per B), ``plan.txt`` (the terminal table), ``plan.{pdf,png,svg}`` (figure), and
 ``parts/*.json``: every finished measurement keyed by its inputs
 (:func:`landscape.provenance.content_key`), reused by a rerun with ``resume=True``.
+
+Modules: :mod:`~landscape.plan.result` (dataclasses, ``read_plan``),
+:mod:`~landscape.plan.memory` (memory model, bisection, accumulation, epoch time),
+:mod:`~landscape.plan.runner` (the trainer's step, B_simple),
+:mod:`~landscape.plan.output` (table, CSV, plan folder), :mod:`~landscape.plan.run`
+(``PlanConfig``, ``run_plan``). Device memory helpers live in :mod:`landscape.device`.
 """
-from landscape.plan.run import (  # noqa: F401
+from landscape.plan.memory import (  # noqa: F401
     MemoryModel,
+    accumulation_plan,
+    epoch_seconds,
+    fit_memory_model,
+    largest_fitting_batch,
+)
+from landscape.plan.output import csv_rows, format_table, write_plan  # noqa: F401
+from landscape.plan.result import (  # noqa: F401
     PlanResult,
     PlanRow,
     SpeedStats,
-    StepRunner,
     StepTiming,
+    read_plan,
+    speed_stats,
+)
+from landscape.plan.run import PlanConfig, run_plan  # noqa: F401
+from landscape.plan.runner import (  # noqa: F401
+    StepRunner,
     TrainerStepRunner,
-    accumulation_plan,
-    default_memory_limit,
-    epoch_seconds,
-    fit_memory_model,
-    format_table,
-    free_memory,
     full_batches,
-    is_oom,
-    largest_fitting_batch,
     noise_position,
     noise_scale_at,
     noise_scale_position,
-    read_plan,
-    run_plan,
-    speed_stats,
-    trim_host_memory,
-    write_plan,
 )

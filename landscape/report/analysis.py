@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from landscape.report import stats
+from landscape.report import seeds, stats
 from landscape.report.collect import AXES, TRAIN_COLUMNS, SweepData
 
 TARGETS = ("srcc_gap", "test_srcc")
@@ -31,11 +31,11 @@ class MeasureStats:
 
 @dataclass
 class ReportStats:
-    configs: list[stats.SeedAggregate]
+    configs: list[seeds.SeedAggregate]
     columns: list[str]
     correlations: list[MeasureStats]
-    seed_spread: dict[str, stats.SeedSpreadResult]
-    sufficiency: stats.Sufficiency
+    seed_spread: dict[str, seeds.SeedSpreadResult]
+    sufficiency: seeds.Sufficiency
     axes_varied: list[str]
     notes: list[str] = field(default_factory=list)
 
@@ -52,10 +52,10 @@ def finished_rows(data: SweepData) -> list[dict[str, Any]]:
 def compute_stats(data: SweepData, *, n_boot: int = 2000, seed: int = 0) -> ReportStats:
     rows = finished_rows(data)
     columns = value_columns(data)
-    configs = stats.aggregate_seeds(rows, AXES, columns)
+    configs = seeds.aggregate_seeds(rows, AXES, columns)
     axes_varied = [a for a in AXES if len({r[a] for r in rows}) > 1]
     seeds_per_config = min((c.n.get("test_srcc", 0) for c in configs), default=0)
-    sufficiency = stats.sufficiency_statement(len(configs), seeds_per_config)
+    sufficiency = seeds.sufficiency_statement(len(configs), seeds_per_config)
     correlations: list[MeasureStats] = []
     for target in TARGETS:
         family = []
@@ -73,7 +73,7 @@ def compute_stats(data: SweepData, *, n_boot: int = 2000, seed: int = 0) -> Repo
     spread = {}
     for col in ("test_srcc", "srcc_gap", *data.measures):
         groups = {tuple(sorted(c.config.items())): c.values[col] for c in configs}
-        spread[col] = stats.seed_spread_test(groups, name=col)
+        spread[col] = seeds.seed_spread_test(groups, name=col)
     notes = []
     if len(axes_varied) == 0:
         notes.append("Only one configuration: no comparison between batch sizes is possible.")

@@ -10,20 +10,21 @@ from __future__ import annotations
 import base64
 import html
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from landscape.figures import sweep as rf
 from landscape.errors import LandscapeError
+from landscape.figures import sweep as rf
+from landscape.formatting import render_table
 from landscape.provenance import provenance
-from landscape.store import read_json, write_json
 from landscape.report.analysis import ReportStats, compute_stats
 from landscape.report.collect import SweepData, collect_sweep
-from landscape.report.tables import config_rows, csv_text, label, markdown, stats_rows, write_tables, write_text
+from landscape.report.stats import ci_text
+from landscape.report.tables import config_rows, label, stats_rows, write_tables, write_text
+from landscape.store import read_json, safe_rmtree, write_json
 
 KIND = "landscape-report"
 
@@ -49,7 +50,7 @@ def _prepare(out: Path, force: bool, sweep_dir: Path) -> None:
             what = (f"holds the report of another sweep ({old.get('sweep')})" if old.get("kind") == KIND
                     else "is not empty and holds no landscape report")
             raise LandscapeError(f"{out}: folder {what}; use another --out or --force to replace it")
-        shutil.rmtree(out)
+        safe_rmtree(out, [sweep_dir])
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -148,8 +149,9 @@ def summarize(data: SweepData, st: ReportStats) -> list[str]:
             continue
         verdict = ("significant after Holm correction" if ms.tau_p_holm < 0.05
                    else "not significant after Holm correction")
-        lines.append(f"{label(ms.measure)} vs SRCC gap: Kendall τ_b = {c.tau:+.2f} (95% CI {c.tau_ci[0]:+.2f} to "
-                     f"{c.tau_ci[1]:+.2f}, n = {c.n} configurations), {verdict} (p = {ms.tau_p_holm:.3g}).")
+        lines.append(f"{label(ms.measure)} vs SRCC gap: Kendall τ_b = {c.tau:+.2f} (95% CI "
+                     f"{ci_text(c.tau_ci, c.n, sep=' to ')}, n = {c.n} configurations), {verdict} "
+                     f"(p = {ms.tau_p_holm:.3g}).")
     for col, res in st.seed_spread.items():
         lines.append(f"{label(col)}: {res.verdict}")
     if data.missing:
@@ -160,12 +162,6 @@ def summarize(data: SweepData, st: ReportStats) -> list[str]:
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
-
-
-def _html_table(header, body) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in body)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
 def write_html(out: Path, data: SweepData, st: ReportStats, figs: dict[str, list[Path]], summary: list[str]) -> Path:
@@ -180,8 +176,8 @@ def write_html(out: Path, data: SweepData, st: ReportStats, figs: dict[str, list
         f"<h1>Sharpness and the SRCC generalisation gap</h1><p>Sweep: <code>{html.escape(str(data.root))}</code>, "
         f"{len(data.runs)} runs, {len(st.configs)} configurations.</p>",
         "<h2>Summary</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in summary) + "</ul>",
-        "<h2>Per configuration (mean ± std over seeds)</h2>", _html_table(header, body),
-        "<h2>Measures against the SRCC gap and test SRCC</h2>", _html_table(sh, sb),
+        "<h2>Per configuration (mean ± std over seeds)</h2>", render_table(header, body, "html"),
+        "<h2>Measures against the SRCC gap and test SRCC</h2>", render_table(sh, sb, "html"),
         "<h2>Figures</h2>",
     ]
     for name, paths in figs.items():
@@ -214,9 +210,6 @@ def build_report(sweep_dir: str | Path, out: str | Path, *, force: bool = False,
     _prepare(out, force, Path(sweep_dir))
     st = compute_stats(data, n_boot=n_boot)
     write_tables(data, st, out)
-    sh, sb = stats_rows(st)
-    write_text(out / "stats.md", markdown(sh, sb))
-    write_text(out / "stats.csv", csv_text(sh, sb))
     write_json(out / "stats.json", {
         "correlations": [{"measure": m.measure, "target": m.target, **m.correlation.as_dict(),
                           "tau_p_holm": m.tau_p_holm,

@@ -12,20 +12,24 @@ Measure columns (``MEASURES``): ``hessian_lambda_max`` (top algebraic eigenvalue
 ``hessian_trace``, ``keskar_<space>_eps<eps>`` (phi, percent), ``adaptive_<norm>``
 (worst-case adaptive sharpness at the reference rho, loss units), ``average`` (average-
 case sharpness at the reference rho), ``pacbayes_flatness`` (1/sigma^2),
-``noise_b_simple`` (examples). ``<col>_se`` holds the standard error where one exists.
+``noise_b_simple`` (examples). ``<col>_se`` holds a standard error of the value where one
+exists (Keskar: of the mean over starts); ``hessian_lambda_max_residual`` the Lanczos residual
+norm ``||H v - lambda v||`` (a bound on the eigenvalue error, not a standard error). The
+training throughput spread stays ``samples_per_s_std`` (a standard deviation over epochs).
 """
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from landscape.models.checkpoint import load_checkpoint
 from landscape.errors import LandscapeError
-from landscape.store import read_json
-from landscape.train.sweep import MANIFEST
+from landscape.models.checkpoint import load_checkpoint
+from landscape.store import check_json_types, read_json, read_jsonl
+from landscape.train.sweep import MANIFEST, manifest_run_names
 
 REFERENCE_RHO = {"linf": 2e-3, "l2": 1.0, "average": 0.1}
 AXES = ("batch_size", "lr_rule", "accumulate")
@@ -86,7 +90,7 @@ def _hessian_columns(h5: Path, checkpoint_hash: str, row: dict, rec: RunRecord) 
         res = got[0]
         if part == "topk":
             row["hessian_lambda_max"] = float(res.eigenvalues[0])
-            row["hessian_lambda_max_se"] = float(res.residuals[0])   # residual norm bounds the error
+            row["hessian_lambda_max_residual"] = float(res.residuals[0])   # ||Hv - lambda v||: an error bound, no SE
             row["hessian_eigenvalues"] = [float(v) for v in res.eigenvalues]
         elif part == "trace":
             row["hessian_trace"], row["hessian_trace_se"] = float(res.trace), float(res.stderr)
@@ -96,6 +100,7 @@ def _hessian_columns(h5: Path, checkpoint_hash: str, row: dict, rec: RunRecord) 
 
 def _sharpness_columns(h5: Path, checkpoint_hash: str, row: dict, rec: RunRecord) -> None:
     from landscape.sharpness import load_sharpness
+    from landscape.sharpness.keskar import keskar_phi_se
 
     stored = load_sharpness(h5) if h5.exists() else {}
     parts = {m: _current(v, checkpoint_hash) for m, v in stored.items()}
@@ -104,8 +109,7 @@ def _sharpness_columns(h5: Path, checkpoint_hash: str, row: dict, rec: RunRecord
         row[col] = float(r["phi"])
         starts = r.get("phi_per_start") or []
         if len(starts) > 1:
-            import numpy as np
-            row[col + "_se"] = float(np.std(starts, ddof=1) / math.sqrt(len(starts)))
+            row[col + "_se"] = keskar_phi_se(starts)   # standard error of the mean over starts
     for norm in ("linf", "l2"):
         pick = _nearest([r for r in parts.get("adaptive", []) if r["norm"] == norm], "rho", REFERENCE_RHO[norm])
         if pick:
@@ -129,7 +133,8 @@ def _sharpness_columns(h5: Path, checkpoint_hash: str, row: dict, rec: RunRecord
 def collect_run(run_dir: Path) -> RunRecord:
     """One run's row (training metrics + analysis measures) and its missing analyses."""
     run_dir = Path(run_dir)
-    cfg = read_json(run_dir / "config.json")
+    cfg = read_json(run_dir / "config.json", require={"batch_size": int, "lr_rule": str, "accumulate": int,
+                                                      "seed": int})
     row: dict[str, Any] = {"run": run_dir.name, **{k: cfg[k] for k in (*AXES, "seed")},
                            "run_lr": cfg.get("run_lr"), "world_size": cfg.get("world_size", 1)}
     final_path = run_dir / "final.json"
@@ -137,19 +142,18 @@ def collect_run(run_dir: Path) -> RunRecord:
     if not final_path.exists():
         rec.missing.append("training (no final.json)")
         return rec
-    final = read_json(final_path)
+    final = read_json(final_path, require={"status": str})
     rec.status = final["status"]
-    m = final.get("metrics", {})
+    m = check_json_types(final_path, final, {"metrics": dict})["metrics"] if "metrics" in final else {}
     for k, v in m.items():
         if isinstance(v, (int, float)):
             row[k] = v
     if "peak_memory_bytes" in m:
+        check_json_types(final_path, m, {"peak_memory_bytes": (int, float)}, "metrics")
         row["peak_memory_mib"] = m["peak_memory_bytes"] / 2 ** 20
-    if "samples_per_s_std" in m:
-        row["samples_per_s_se"] = m["samples_per_s_std"]
     log = run_dir / "log.jsonl"
     if log.exists():
-        rec.history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        rec.history = read_jsonl(log)
     best = run_dir / "best.pt"
     if not best.exists():
         rec.missing.append("checkpoint best.pt")
@@ -192,7 +196,14 @@ def collect_sweep(root: Path) -> SweepData:
     manifest = root / MANIFEST
     if not manifest.exists():
         raise LandscapeError(f"{root}: not a sweep folder (no {MANIFEST})")
-    names = [r["name"] for r in read_json(manifest)["runs"]]
+    names, seen = [], {}
+    for n in manifest_run_names(manifest):
+        real = (root / n).resolve()        # one run reached under two names (a symlink) counts once
+        if real in seen:
+            warnings.warn(f"{root / n}: the same run folder as {seen[real]} (a link): counted once")
+            continue
+        seen[real] = n
+        names.append(n)
     runs = [collect_run(root / n) if (root / n / "config.json").exists()
             else RunRecord(n, root / n, "not started", {"run": n}, missing=["training (not started)"])
             for n in names]
@@ -239,5 +250,5 @@ _MEASURE_PREFIXES = ("hessian_lambda_max", "hessian_trace", "keskar_", "adaptive
 
 
 def _is_measure(col: str) -> bool:
-    return (col.startswith(_MEASURE_PREFIXES) and not col.endswith(("_se", "_rho"))
+    return (col.startswith(_MEASURE_PREFIXES) and not col.endswith(("_se", "_rho", "_residual"))
             and col != "hessian_eigenvalues")

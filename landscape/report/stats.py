@@ -1,7 +1,7 @@
-"""Statistics that link a sharpness measure to a generalisation gap.
+"""Statistics that link a sharpness measure to a generalisation gap across configurations.
 
-All functions take plain numbers (one value per configuration or per run) and
-return typed results; nothing here reads files.
+All functions take plain numbers (one value per configuration) and return typed
+results; nothing here reads files.
 
 - ``rank_correlation``: Kendall tau-b and Spearman rho (scipy), their p-values and
   percentile bootstrap CIs over configurations (indices resampled with
@@ -12,42 +12,26 @@ return typed results; nothing here reads files.
   where a group is the set of configurations sharing every other axis, and
   ``Psi = mean_i psi_i``.
 - ``holm``: Holm-Bonferroni step-down adjusted p-values.
-- ``aggregate_seeds``, ``seed_spread_test``: per-configuration mean +- std over
-  seeds, and whether differences between configurations exceed the seed spread.
-- ``sufficiency_statement``: a plain sentence when there are too few
-  configurations (< ``MIN_CONFIGS``) or seeds (< ``MIN_SEEDS``) to conclude anything.
+
+Seeds (per-configuration mean +- std, the seed-spread test, whether there is enough
+data at all) are in :mod:`landscape.report.seeds`.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
-from typing import Any, Hashable, Iterable, Literal, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 from scipy import stats as _st
 
 from landscape.errors import LandscapeError
+from landscape.uncertainty import as_vector
 
-#: Fewest configurations for a rank correlation to mean anything: with n = 4 the
-#: exact two-sided Kendall p-value of a perfect ordering is 2/4! = 0.083 > 0.05, so no
-#: result could be significant; with n = 5 it is 2/5! = 0.017.
-MIN_CONFIGS = 5
-#: Fewest seeds per configuration for a seed-to-seed spread (std with ddof=1) to exist.
-MIN_SEEDS = 2
-#: Fewest configurations for ``seed_spread_test`` (a between-configuration spread
-#: from two means is a single difference; three is the least that shows a spread).
-MIN_SPREAD_CONFIGS = 3
-
-
-def _vector(values: Any, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise LandscapeError(f"{name}: not a sequence of numbers") from None
-    if arr.ndim != 1:
-        raise LandscapeError(f"{name}: expected a 1-D sequence, got shape {arr.shape}")
-    return arr
+#: Fewest configurations for a bootstrap interval; below it ``rank_correlation`` reports none
+#: (at n = 4 a percentile bootstrap of tau gives e.g. [+1.00, +1.00], which looks certain).
+MIN_CI_N = 5
 
 
 # --------------------------------------------------------------------------- correlation
@@ -82,9 +66,20 @@ class CorrelationResult:
         return asdict(self)
 
     def tau_text(self, digits: int = 2) -> str:
-        """E.g. ``"τ_b = 0.43 [0.10, 0.71], n = 8"``."""
-        lo, hi = self.tau_ci
-        return (f"τ_b = {self.tau:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}], n = {self.n}")
+        """E.g. ``"τ_b = 0.43 [0.10, 0.71], n = 8"`` (``"[n/a (n < 5)]"`` for an interval not estimated)."""
+        return f"τ_b = {self.tau:.{digits}f} [{ci_text(self.tau_ci, self.n, digits, sign=False)}], n = {self.n}"
+
+
+def ci_text(interval: tuple[float, float], n: int, digits: int = 2, sep: str = ", ", sign: bool = True) -> str:
+    """``"+0.10, +0.71"`` (joined by ``sep``), or ``"n/a (n < 5)"`` when ``n < MIN_CI_N`` or the interval is
+    undefined: a bootstrap over fewer than :data:`MIN_CI_N` configurations cannot estimate one."""
+    lo, hi = interval
+    if n < MIN_CI_N:
+        return f"n/a (n < {MIN_CI_N})"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "n/a"
+    fmt = f"{'+' if sign else ''}.{digits}f"
+    return f"{lo:{fmt}}{sep}{hi:{fmt}}"
 
 
 def kendall_tau_b_rows(x: np.ndarray, y: np.ndarray, chunk_elems: int = 4_000_000) -> np.ndarray:
@@ -140,9 +135,11 @@ def rank_correlation(measure: Sequence[float], gap: Sequence[float], *, n_boot: 
     are dropped and counted. Bootstrap: ``n_boot`` resamples of the ``n``
     configuration indices with replacement (``numpy.random.default_rng(seed)``);
     the CI is the ``[(1-ci)/2, (1+ci)/2]`` quantile range of the statistics over the
-    resamples where both are defined.
+    resamples where both are defined. With fewer than :data:`MIN_CI_N` configurations
+    the resamples are still drawn and counted but the CIs are NaN (shown as
+    ``n/a (n < 5)`` by :func:`ci_text`).
     """
-    m, g = _vector(measure, "measure"), _vector(gap, "gap")
+    m, g = as_vector(measure, "measure"), as_vector(gap, "gap")
     if m.shape != g.shape:
         raise LandscapeError(f"measure ({m.size}) and gap ({g.size}) differ in length")
     if not 0.0 < ci < 1.0:
@@ -168,7 +165,7 @@ def rank_correlation(measure: Sequence[float], gap: Sequence[float], *, n_boot: 
         valid = (np.ptp(mb, axis=1) > 0) & (np.ptp(gb, axis=1) > 0)
         skipped = int((~valid).sum())
         used = int(valid.sum())
-        if used:
+        if used and n >= MIN_CI_N:
             tau_ci = _percentile_ci(kendall_tau_b_rows(mb[valid], gb[valid]), ci)
             rho_ci = _percentile_ci(spearman_rows(mb[valid], gb[valid]), ci)
     return CorrelationResult(n, float(kt.statistic), float(kt.pvalue), tau_ci,
@@ -214,9 +211,6 @@ class GranulatedResult:
     n_rows: int
     n_dropped: int
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def _rows(table: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]) -> list[Mapping[str, Any]]:
     """Accept a list of row dicts or a dict of equal-length columns."""
@@ -230,14 +224,16 @@ def _rows(table: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]) -> l
     return list(table)
 
 
-def _get(row: Mapping[str, Any], key: str, i: int) -> Any:
+def row_value(row: Mapping[str, Any], key: str, i: int) -> Any:
+    """``row[key]``; a one-line error naming row ``i`` and the column when it is missing."""
     try:
         return row[key]
     except (KeyError, TypeError):
         raise LandscapeError(f"table row {i}: missing column {key!r}") from None
 
 
-def _float_or_nan(value: Any) -> float:
+def float_or_nan(value: Any) -> float:
+    """``float(value)``, NaN for None or anything that is not a number."""
     try:
         return float(value) if value is not None else float("nan")
     except (TypeError, ValueError):
@@ -277,7 +273,7 @@ def granulated_kendall(table: Sequence[Mapping[str, Any]] | Mapping[str, Sequenc
     dropped = 0
     seen: dict[tuple, int] = {}
     for i, row in enumerate(rows):
-        key = tuple(_get(row, a, i) for a in axes)
+        key = tuple(row_value(row, a, i) for a in axes)
         try:
             hash(key)
         except TypeError:
@@ -287,7 +283,7 @@ def granulated_kendall(table: Sequence[Mapping[str, Any]] | Mapping[str, Sequenc
                 f"table rows {seen[key]} and {i} share the configuration "
                 f"{dict(zip(axes, key))}: average seeds first or add 'seed' to the axes")
         seen[key] = i
-        m, g = _float_or_nan(_get(row, measure_col, i)), _float_or_nan(_get(row, gap_col, i))
+        m, g = float_or_nan(row_value(row, measure_col, i)), float_or_nan(row_value(row, gap_col, i))
         if not (math.isfinite(m) and math.isfinite(g)):
             dropped += 1
             continue
@@ -332,7 +328,7 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     ``adj_(k) = min(1, max_{j <= k} (m - j + 1) p_(j))`` (step-down, monotone).
     NaN p-values (undefined tests) stay NaN and do not count in m.
     """
-    p = _vector(pvalues, "pvalues")
+    p = as_vector(pvalues, "pvalues")
     finite = np.isfinite(p)
     if np.any((p[finite] < 0) | (p[finite] > 1)):
         raise LandscapeError(f"pvalues {p.tolist()}: must lie in [0, 1]")
@@ -344,197 +340,3 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         scaled = (m - np.arange(m)) * p[order]
         out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
     return out.tolist()
-
-
-# ------------------------------------------------------------------------------ seeds
-
-
-@dataclass(frozen=True)
-class SeedAggregate:
-    """One configuration: ``config`` (key -> value) and, per value column, the mean,
-    std (ddof=1; NaN when n = 1) and n of the finite values, plus the values themselves."""
-
-    config: dict[str, Any]
-    mean: dict[str, float]
-    std: dict[str, float]
-    n: dict[str, int]
-    values: dict[str, list[float]] = field(repr=False)
-
-    def as_row(self) -> dict[str, Any]:
-        """Flat dict: config keys, then ``<col>_mean``, ``<col>_std``, ``<col>_n``."""
-        row: dict[str, Any] = dict(self.config)
-        for col in self.mean:
-            row[f"{col}_mean"] = self.mean[col]
-            row[f"{col}_std"] = self.std[col]
-            row[f"{col}_n"] = self.n[col]
-        return row
-
-
-def _mean_std(vals: Sequence[float]) -> tuple[float, float]:
-    if not vals:
-        return float("nan"), float("nan")
-    arr = np.asarray(vals, dtype=np.float64)
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else float("nan")
-
-
-def aggregate_seeds(rows: Iterable[Mapping[str, Any]], keys: Sequence[str],
-                    value_cols: Sequence[str]) -> list[SeedAggregate]:
-    """Group ``rows`` (one per run) by ``keys`` and summarise each value column.
-
-    Missing, None or non-finite values are left out of that column's n. Configurations
-    are sorted by their key tuple when comparable, else kept in first-seen order.
-    """
-    keys, value_cols = list(keys), list(value_cols)
-    groups: dict[tuple, dict[str, list[float]]] = {}
-    for i, row in enumerate(rows):
-        key = tuple(_get(row, k, i) for k in keys)
-        bucket = groups.setdefault(key, {c: [] for c in value_cols})
-        for c in value_cols:
-            v = _float_or_nan(row.get(c) if isinstance(row, Mapping) else None)
-            if math.isfinite(v):
-                bucket[c].append(v)
-    order = list(groups)
-    try:
-        order = sorted(order)
-    except TypeError:
-        pass
-    out = []
-    for key in order:
-        vals = groups[key]
-        stats = {c: _mean_std(vals[c]) for c in value_cols}
-        out.append(SeedAggregate(dict(zip(keys, key)), {c: s[0] for c, s in stats.items()},
-                                 {c: s[1] for c, s in stats.items()},
-                                 {c: len(vals[c]) for c in value_cols}, vals))
-    return out
-
-
-@dataclass(frozen=True)
-class SeedSpreadResult:
-    """Do differences between configurations exceed the seed-to-seed spread?
-
-    ``anova_F/anova_p``: one-way ANOVA across configurations; ``kruskal_H/kruskal_p``:
-    Kruskal-Wallis; ``between_std``: std (ddof=1) of the configuration means;
-    ``within_std``: mean of the per-configuration seed stds (ddof=1); ``ratio`` =
-    between / within (about 1/sqrt(seeds) under pure noise). ``exceeds``: ANOVA p <
-    ``alpha`` (None when too few seeds or configurations). ``verdict``: one sentence.
-    """
-
-    name: str
-    n_configs: int
-    n_seeds: dict[str, int]
-    anova_F: float
-    anova_p: float
-    kruskal_H: float
-    kruskal_p: float
-    between_std: float
-    within_std: float
-    ratio: float
-    alpha: float
-    exceeds: bool | None
-    verdict: str
-    n_dropped: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def seed_spread_test(groups: Mapping[Hashable, Sequence[float]], *, name: str = "the metric",
-                     alpha: float = 0.05) -> SeedSpreadResult:
-    """Test whether per-configuration values (one per seed) differ beyond seed noise.
-
-    ``groups``: configuration -> values over seeds. Non-finite values are dropped and
-    counted; ``n_seeds`` is keyed by ``str(config)``. Needs >= ``MIN_SPREAD_CONFIGS`` configurations each with >= ``MIN_SEEDS``
-    values, otherwise the verdict says so and the statistics are NaN. The decision is
-    the one-way ANOVA at level ``alpha``; Kruskal-Wallis and the spread ratio are
-    reported beside it.
-    """
-    clean: dict[str, np.ndarray] = {}
-    dropped = 0
-    for cfg, vals in groups.items():
-        arr = _vector(list(vals), f"{name}, configuration {cfg!r}")
-        dropped += int((~np.isfinite(arr)).sum())
-        clean[str(cfg)] = arr[np.isfinite(arr)]
-    n_seeds = {k: int(v.size) for k, v in clean.items()}
-    nan = float("nan")
-    few = [k for k, n in n_seeds.items() if n < MIN_SEEDS]
-    if len(clean) < MIN_SPREAD_CONFIGS or few:
-        reasons = []
-        if len(clean) < MIN_SPREAD_CONFIGS:
-            reasons.append(f"{len(clean)} configuration(s), need >= {MIN_SPREAD_CONFIGS}")
-        if few:
-            reasons.append(f"fewer than {MIN_SEEDS} seeds for {', '.join(few)}")
-        verdict = (f"Too few seeds/configurations to conclude whether differences in {name} "
-                   f"exceed the seed-to-seed spread ({'; '.join(reasons)}).")
-        return SeedSpreadResult(name, len(clean), n_seeds, nan, nan, nan, nan, nan, nan, nan,
-                                alpha, None, verdict, dropped)
-    arrays = list(clean.values())
-    means = np.array([a.mean() for a in arrays])
-    between = float(means.std(ddof=1))
-    within = float(np.mean([a.std(ddof=1) for a in arrays]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        an = _st.f_oneway(*arrays)
-        try:
-            kw = _st.kruskal(*arrays)
-            kh, kp = float(kw.statistic), float(kw.pvalue)
-        except ValueError:  # all values identical
-            kh, kp = nan, nan
-    F, p = float(an.statistic), float(an.pvalue)
-    if all(np.ptp(a) == 0 for a in arrays):  # no seed noise at all: any difference is real
-        within = 0.0
-        if np.ptp(np.concatenate(arrays)) == 0:
-            between, F, p = 0.0, nan, 1.0
-        else:
-            F, p = math.inf, 0.0
-    ratio = between / within if within > 0 else (math.inf if between > 0 else nan)
-    exceeds = bool(p < alpha)
-    detail = (f"one-way ANOVA F = {F:.3g}, p = {p:.3g}; Kruskal-Wallis p = {kp:.3g}; "
-              f"std of configuration means / mean seed std = {ratio:.3g}; "
-              f"{len(arrays)} configurations, {min(n_seeds.values())}-{max(n_seeds.values())} seeds")
-    if exceeds:
-        verdict = f"Differences between configurations in {name} exceed the seed-to-seed spread ({detail})."
-    else:
-        verdict = (f"Differences between configurations in {name} do not exceed the seed-to-seed "
-                   f"spread at alpha = {alpha:g} ({detail}).")
-    return SeedSpreadResult(name, len(arrays), n_seeds, F, p, kh, kp, between, within, ratio,
-                            alpha, exceeds, verdict, dropped)
-
-
-# ------------------------------------------------------------------------ sufficiency
-
-
-@dataclass(frozen=True)
-class Sufficiency:
-    """``ok`` when ``n_configs >= MIN_CONFIGS`` and ``n_seeds >= MIN_SEEDS``;
-    ``statement`` is a plain sentence either way."""
-
-    ok: bool
-    n_configs: int
-    n_seeds: int
-    statement: str
-
-
-def sufficiency_statement(n_configs: int, n_seeds: int) -> Sufficiency:
-    """Say whether ``n_configs`` configurations with ``n_seeds`` seeds each (the minimum
-    over configurations) can support a conclusion.
-
-    Thresholds: ``MIN_CONFIGS = 5`` (below it no Kendall tau can reach p < 0.05: the
-    exact two-sided p of a perfect ordering of n items is 2/n!, 0.083 for n = 4) and
-    ``MIN_SEEDS = 2`` (one seed gives no seed-to-seed spread).
-    """
-    if n_configs < 0 or n_seeds < 0:
-        raise LandscapeError(f"n_configs={n_configs}, n_seeds={n_seeds}: counts must be >= 0")
-    problems = []
-    if n_configs < MIN_CONFIGS:
-        problems.append(f"only {n_configs} configuration(s) (a rank correlation needs at least "
-                        f"{MIN_CONFIGS} to reach p < 0.05 even for a perfect ordering)")
-    if n_seeds < MIN_SEEDS:
-        problems.append(f"only {n_seeds} seed(s) per configuration (at least {MIN_SEEDS} are "
-                        f"needed to measure the seed-to-seed spread)")
-    if problems:
-        statement = ("Too little data to conclude anything: " + "; ".join(problems)
-                     + ". The numbers below are descriptive only.")
-        return Sufficiency(False, n_configs, n_seeds, statement)
-    statement = (f"{n_configs} configurations with at least {n_seeds} seeds each: enough for "
-                 f"rank correlations and seed-spread tests, read with their confidence intervals.")
-    return Sufficiency(True, n_configs, n_seeds, statement)

@@ -1,19 +1,22 @@
-"""Report tables: per-configuration mean +- std over seeds (Markdown, LaTeX, CSV) and per-run CSV.
+"""Report tables: the rows of the per-configuration and statistics tables, and the files they go to.
 
-The per-run CSV holds the stored values unrounded; the configuration tables show
-``mean ± std (n)`` rounded to 4 significant digits (std with ddof = 1; ``-`` when absent).
+Rows are built here; every table is rendered by :func:`landscape.formatting.render_table`
+and every cell by :func:`landscape.formatting.fmt`. The configuration tables show
+``mean ± std`` over seeds (sample std, ddof = 1; no ``±`` part for a single seed; ``-``
+when absent), the mean with 4 significant digits and the std with 2. The per-run CSV holds
+the stored values unrounded.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from landscape.store import atomic_path
+from landscape.formatting import fmt, render_table
 from landscape.report.analysis import ReportStats
 from landscape.report.collect import AXES, SweepData
+from landscape.report.stats import ci_text
+from landscape.store import atomic_path
 
 LABELS = {
     "epochs_run": "epochs", "train_srcc": "train SRCC", "val_srcc": "val SRCC", "test_srcc": "test SRCC",
@@ -26,6 +29,7 @@ LABELS = {
 
 
 def label(col: str) -> str:
+    """The readable name of a report column (``keskar_random_eps0.001`` -> ``Keskar φ random ε=0.001``)."""
     if col in LABELS:
         return LABELS[col]
     if col.startswith("keskar_"):
@@ -38,54 +42,16 @@ def label(col: str) -> str:
     return col
 
 
-def _cell(mean: float, std: float, n: int) -> str:
-    if n == 0 or not math.isfinite(mean):
-        return "-"
-    text = f"{mean:.4g}"
-    if n > 1 and math.isfinite(std):
-        text += f" ± {std:.2g}"
-    return text
-
-
 def config_rows(st: ReportStats) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-configuration table: the axes, the seed count, ``mean ± std`` per column."""
     cols = [c for c in st.columns if any(a.n.get(c, 0) for a in st.configs)]
     header = [*AXES, "seeds", *[label(c) for c in cols]]
     body = []
     for a in st.configs:
         n_seeds = max(a.n.values()) if a.n else 0
         body.append([str(a.config[k]) for k in AXES] + [str(n_seeds)]
-                    + [_cell(a.mean[c], a.std[c], a.n[c]) for c in cols])
+                    + [fmt(a.mean[c], a.std[c]) for c in cols])
     return header, body
-
-
-def markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(lines) + "\n"
-
-
-def _tex_escape(text: str) -> str:
-    repl = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "±": r"$\pm$", "λ": r"$\lambda$", "φ": r"$\varphi$",
-            "ε": r"$\varepsilon$", "ℓ∞": r"$\ell_\infty$", "ℓ2": r"$\ell_2$"}
-    for k, v in repl.items():
-        text = text.replace(k, v)
-    return text
-
-
-def latex(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    out = [r"\begin{tabular}{" + "l" * len(header) + "}", r"\toprule",
-           " & ".join(_tex_escape(h) for h in header) + r" \\", r"\midrule"]
-    out += [" & ".join(_tex_escape(c) for c in r) + r" \\" for r in body]
-    out += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(out) + "\n"
-
-
-def csv_text(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows(body)
-    return buf.getvalue()
 
 
 def run_rows(data: SweepData) -> tuple[list[str], list[list[Any]]]:
@@ -99,30 +65,36 @@ def run_rows(data: SweepData) -> tuple[list[str], list[list[Any]]]:
     return cols, [[r.status, *[r.row.get(c, "") for c in cols[1:]]] for r in data.runs]
 
 
+def stats_rows(st: ReportStats) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the statistics table: per measure and target, tau_b and rho with CIs, Holm p, Psi."""
+    header = ["measure", "target", "n", "Kendall τ_b [95% CI]", "p (Holm)", "Spearman ρ [95% CI]",
+              "granulated Ψ"]
+    body = []
+    for ms in st.correlations:
+        c = ms.correlation
+        tau = "-" if not math.isfinite(c.tau) else f"{c.tau:+.3f} [{ci_text(c.tau_ci, c.n)}]"
+        rho = "-" if not math.isfinite(c.rho) else f"{c.rho:+.3f} [{ci_text(c.rho_ci, c.n)}]"
+        p = "-" if not math.isfinite(ms.tau_p_holm) else f"{ms.tau_p_holm:.3g}"
+        psi = "-" if ms.granulated is None or not math.isfinite(ms.granulated.psi) else f"{ms.granulated.psi:+.3f}"
+        body.append([label(ms.measure), label(ms.target), str(c.n), tau, p, rho, psi])
+    return header, body
+
+
 def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically; returns ``path``."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return path
 
 
 def write_tables(data: SweepData, st: ReportStats, out: Path) -> dict[str, Path]:
+    """``table.{md,tex,csv}`` (per configuration), ``runs.csv`` (per run), ``stats.{md,csv}`` into ``out``."""
     header, body = config_rows(st)
     rh, rb = run_rows(data)
-    return {"markdown": write_text(out / "table.md", markdown(header, body)),
-            "latex": write_text(out / "table.tex", latex(header, body)),
-            "csv": write_text(out / "table.csv", csv_text(header, body)),
-            "runs_csv": write_text(out / "runs.csv", csv_text(rh, rb))}
-
-
-def stats_rows(st: ReportStats) -> tuple[list[str], list[list[str]]]:
-    header = ["measure", "target", "n", "Kendall τ_b [95% CI]", "p (Holm)", "Spearman ρ [95% CI]",
-              "granulated Ψ"]
-    body = []
-    for ms in st.correlations:
-        c = ms.correlation
-        tau = "-" if not math.isfinite(c.tau) else f"{c.tau:+.3f} [{c.tau_ci[0]:+.2f}, {c.tau_ci[1]:+.2f}]"
-        rho = "-" if not math.isfinite(c.rho) else f"{c.rho:+.3f} [{c.rho_ci[0]:+.2f}, {c.rho_ci[1]:+.2f}]"
-        p = "-" if not math.isfinite(ms.tau_p_holm) else f"{ms.tau_p_holm:.3g}"
-        psi = "-" if ms.granulated is None or not math.isfinite(ms.granulated.psi) else f"{ms.granulated.psi:+.3f}"
-        body.append([label(ms.measure), label(ms.target), str(c.n), tau, p, rho, psi])
-    return header, body
+    sh, sb = stats_rows(st)
+    return {"markdown": write_text(out / "table.md", render_table(header, body, "markdown")),
+            "latex": write_text(out / "table.tex", render_table(header, body, "latex")),
+            "csv": write_text(out / "table.csv", render_table(header, body, "csv")),
+            "runs_csv": write_text(out / "runs.csv", render_table(rh, rb, "csv")),
+            "stats_markdown": write_text(out / "stats.md", render_table(sh, sb, "markdown")),
+            "stats_csv": write_text(out / "stats.csv", render_table(sh, sb, "csv"))}

@@ -12,14 +12,41 @@ left bit-identical:
 - :mod:`.suite`: run them all, store each part in the analysis HDF5, resume, load;
 - :mod:`.objective`: the shared functional loss/gradient at ``w + delta``.
 """
-from landscape.sharpness.adaptive import RHO_L2, RHO_LINF, AdaptiveConfig, AdaptiveResult, adaptive_sharpness, apgd_checkpoints
+from landscape.sharpness.adaptive import (
+                          RHO_L2,
+                          RHO_LINF,
+                          AdaptiveConfig,
+                          AdaptiveResult,
+                          adaptive_sharpness,
+                          apgd_checkpoints,
+)
 from landscape.sharpness.average import RHO_AVERAGE, AverageConfig, AverageResult, average_sharpness
-from landscape.sharpness.keskar import KESKAR_EPS, KESKAR_SUBSPACE_DIM, KeskarConfig, KeskarResult, keskar_phi, keskar_sharpness
-from landscape.sharpness.noise_scale import (ExactNoiseScale, NoiseScaleResult, exact_noise_scale, gradient_noise_scale,
-                          noise_estimators)
+from landscape.sharpness.keskar import (
+                          KESKAR_EPS,
+                          KESKAR_SUBSPACE_DIM,
+                          KeskarConfig,
+                          KeskarResult,
+                          keskar_phi,
+                          keskar_sharpness,
+)
+from landscape.sharpness.noise_scale import (
+                          ExactNoiseScale,
+                          NoiseScaleResult,
+                          exact_noise_scale,
+                          gradient_noise_scale,
+                          noise_estimators,
+)
 from landscape.sharpness.pacbayes import PacBayesConfig, PacBayesResult, pacbayes_flatness
-from landscape.sharpness.suite import (MEASURES, NoiseConfig, Part, SharpnessSuite, analyze_sharpness, load_sharpness, plan_parts,
-                    summary_rows)
+from landscape.sharpness.suite import (
+                          MEASURES,
+                          NoiseConfig,
+                          Part,
+                          SharpnessSuite,
+                          analyze_sharpness,
+                          load_sharpness,
+                          plan_parts,
+                          summary_rows,
+)
 
 __all__ = [
     "KESKAR_EPS", "KESKAR_SUBSPACE_DIM", "MEASURES", "RHO_AVERAGE", "RHO_L2", "RHO_LINF",

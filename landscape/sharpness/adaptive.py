@@ -38,7 +38,7 @@ one rank, so the result is the single-process one.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -47,10 +47,24 @@ from torch import nn
 
 from landscape.batches import Batch, Criterion, model_device
 from landscape.distributed import map_units
-from landscape.errors import LandscapeError
-from landscape.sharpness.objective import (PerturbedLoss, gaussian, guarded, is_sharded, mean_se, n_examples, prepare, rebatch,
-                        require_count, require_positive, score_targets, seed_stream, srcc_of, take_examples,
-                        uniform)
+from landscape.errors import LandscapeError, check_choice
+from landscape.sharpness.objective import (
+    PerturbedLoss,
+    gaussian,
+    guarded,
+    is_sharded,
+    n_examples,
+    prepare,
+    rebatch,
+    require_count,
+    require_positive,
+    score_targets,
+    seed_stream,
+    srcc_of,
+    take_examples,
+    uniform,
+)
+from landscape.uncertainty import mean_se
 
 RHO_LINF = (5e-4, 1e-3, 2e-3, 4e-3, 8e-3)
 #: Adaptive l2 radii as in the reference runs (ResNets 0.25-2, ViTs 0.5-4).
@@ -100,9 +114,6 @@ class AdaptiveResult:
     seed: int
     mode: str
     n_params: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def apgd_checkpoints(n_iter: int) -> list[int]:
@@ -184,8 +195,7 @@ def adaptive_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable
                        config: AdaptiveConfig = AdaptiveConfig()) -> AdaptiveResult:
     """Worst-case (adaptive) m-sharpness of ``model`` (see the module docstring); the model is left as it was."""
     rho = require_positive("rho", config.rho)
-    if config.norm not in NORMS:
-        raise LandscapeError(f"norm={config.norm!r} must be one of {NORMS}")
+    check_choice("norm", config.norm, NORMS)
     m = require_count("m", config.m)
     require_count("n_iter", config.n_iter)
     require_positive("first_step", config.first_step)

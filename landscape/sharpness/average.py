@@ -14,15 +14,26 @@ reference runs used 0.05-0.4 (ResNets) and 0.1-0.8 (ViTs).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 from torch import nn
 
 from landscape.batches import Batch, Criterion
-from landscape.sharpness.objective import (PerturbedLoss, gaussian, guarded, mean_se, n_examples, prepare, require_count,
-                        require_positive, score_targets, srcc_of, take_examples)
+from landscape.sharpness.objective import (
+    PerturbedLoss,
+    gaussian,
+    guarded,
+    n_examples,
+    prepare,
+    require_count,
+    require_positive,
+    score_targets,
+    srcc_of,
+    take_examples,
+)
+from landscape.uncertainty import mean_se
 
 RHO_AVERAGE = (0.025, 0.05, 0.1, 0.2, 0.4)
 
@@ -56,9 +67,6 @@ class AverageResult:
     seed: int
     mode: str
     n_params: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def average_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[Batch],

@@ -13,13 +13,20 @@ and
 The max is solved inexactly, as in the paper, by scipy's L-BFGS-B on ``-L``
 with the box as bounds and ``maxiter`` 10.
 
-Start point: at an exact minimum the gradient is zero and L-BFGS-B started at
-``y = 0`` stops at once, reporting phi = 0. By default each start is a seeded
-uniform random point of the box (``start="random"``); ``start="zero"`` gives
-the paper's ``y = 0`` for the first start. The reported max is the best loss
-seen among ``y = 0``, the start points and every point L-BFGS-B evaluated, so
-it is a lower bound on the true box maximum. With ``n_starts > 1`` the spread
-of the per-start values is reported (``phi_per_start``).
+Start points (``start``, ``n_random_starts``): by default (``start="zero"``) the
+first L-BFGS-B run starts from the paper's ``y = 0`` (Keskar et al. 2017: L-BFGS-B
+from y = 0 inside the box); ``n_random_starts`` (default 0) further runs start from
+seeded uniform random points of the box (start ``j`` from ``seed_stream(seed, 2, j)``).
+``start="random"`` (the old default) replaces the ``y = 0`` run by one more random
+start. ``n_starts = 1 + n_random_starts`` runs in all; the result records
+``n_starts`` and the rule ``start`` (``analysis.h5`` keeps every result field and the
+config). The reported max is the best loss seen among ``y = 0``, the start points and
+every point L-BFGS-B evaluated, over all starts, so extra random starts can only raise
+it; it is a lower bound on the true box maximum. At an exact stationary point (zero
+gradient) the ``y = 0`` run stops at once and phi = 0; add random starts there.
+With ``n_starts > 1`` the per-start values are kept (``phi_per_start``, stored) with
+their spread ``phi_std`` (sample std, ddof = 1) and the standard error of their mean
+``phi_se = phi_std / sqrt(n_starts)`` (both derived, NaN for one start).
 
 Not invariant to reparametrisation (Dinh et al. 2017): rescaling the layers of
 a ReLU network changes phi without changing the function; report it beside the
@@ -33,8 +40,8 @@ chunks (from the same seed, on the CPU) at every evaluation.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,23 +49,40 @@ from scipy import optimize
 from torch import nn
 
 from landscape.batches import Batch, Criterion
-from landscape.errors import LandscapeError
-from landscape.sharpness.objective import (PerturbedLoss, guarded, n_examples, prepare, require_count, require_positive,
-                        score_targets, seed_stream, srcc_of, uniform)
+from landscape.errors import check_choice, check_positive_int
+from landscape.sharpness.objective import (
+    PerturbedLoss,
+    guarded,
+    n_examples,
+    prepare,
+    require_count,
+    require_positive,
+    score_targets,
+    seed_stream,
+    srcc_of,
+    uniform,
+)
+from landscape.uncertainty import mean_se, mean_std
 
 KESKAR_EPS = (1e-3, 5e-4)
 KESKAR_SUBSPACE_DIM = 100
+START_RULES = ("zero", "random")
 
 
 @dataclass(frozen=True)
 class KeskarConfig:
-    """``eps`` box size; ``subspace_dim`` None = full space (A = I), p = random Gaussian n x p matrix."""
+    """``eps`` box size; ``subspace_dim`` None = full space (A = I), p = random Gaussian n x p matrix.
+
+    ``start``: ``"zero"`` (default, the paper's: the first run from y = 0) or ``"random"``
+    (the first run from a random point too); ``n_random_starts`` (default 0): extra runs
+    from seeded random points of the box; the reported phi is the max over all runs.
+    """
 
     eps: float = 1e-3
     subspace_dim: int | None = None
     maxiter: int = 10
-    start: str = "random"
-    n_starts: int = 1
+    start: str = "zero"
+    n_random_starts: int = 0
     maxcor: int = 10
     seed: int = 0
     train: bool = False
@@ -71,7 +95,8 @@ class KeskarResult:
 
     ``n_iter``/``n_evals``: L-BFGS-B iterations and loss+gradient evaluations
     summed over starts; ``frac_at_bound``: share of box coordinates of the best
-    point within 1e-6 (relative) of a bound.
+    point within 1e-6 (relative) of a bound. ``n_starts`` (``1 + n_random_starts``) and
+    ``start`` (the rule: ``"zero"`` = first run from y = 0, ``"random"``) say how the max was sought.
     """
 
     eps: float
@@ -96,13 +121,31 @@ class KeskarResult:
     n_examples: int
     n_params: int
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    @property
+    def phi_std(self) -> float:
+        """Start-to-start spread: sample standard deviation (ddof = 1) of ``phi_per_start``; NaN for one start."""
+        return mean_std(self.phi_per_start)[1]
+
+    @property
+    def phi_se(self) -> float:
+        """Standard error of the mean of ``phi_per_start``: ``phi_std / sqrt(n_starts)``; NaN for one start.
+
+        The uncertainty of the per-start average, the only standard error the starts give
+        (``phi`` itself is the best over all starts). Derived, not stored: ``analysis.h5``
+        keeps the samples ``phi_per_start``.
+        """
+        return keskar_phi_se(self.phi_per_start)
 
 
 def keskar_phi(base_loss: float, max_loss: float) -> float:
     """``100 * (max_loss - base_loss) / (1 + base_loss)``."""
     return 100.0 * (max_loss - base_loss) / (1.0 + base_loss)
+
+
+def keskar_phi_se(phi_per_start: Sequence[float]) -> float:
+    """Standard error of the mean of the per-start phi values: ``std(ddof=1) / sqrt(n)``
+    (:func:`landscape.uncertainty.mean_se`); NaN for fewer than two starts."""
+    return mean_se(phi_per_start)[1]
 
 
 class _Identity:
@@ -178,9 +221,9 @@ def keskar_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[B
     """phi(eps, A) of ``model`` on ``batches`` (see the module docstring); the model is left as it was."""
     eps = require_positive("eps", config.eps)
     maxiter = require_count("maxiter", config.maxiter)
-    n_starts = require_count("n_starts", config.n_starts)
-    if config.start not in ("random", "zero"):
-        raise LandscapeError(f"start={config.start!r} must be 'random' or 'zero'")
+    n_random = check_positive_int("n_random_starts", config.n_random_starts, minimum=0)
+    check_choice("start", config.start, START_RULES)
+    n_starts = 1 + n_random
     data = prepare(model, batches)
     targets = score_targets(data)
     with guarded(model, config.train) as mode:
@@ -208,10 +251,11 @@ def keskar_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[B
 
         per_start, n_iter, messages = [], 0, []
         for s in range(n_starts):
-            if s == 0 and config.start == "zero":
+            j = s - 1 if config.start == "zero" else s   # index of the random start
+            if j < 0:
                 y0 = np.zeros(A.p)
             else:
-                y0 = bound * uniform(A.p, config.seed, 2, s, like=torch.zeros((), dtype=torch.float64)).numpy()
+                y0 = bound * uniform(A.p, config.seed, 2, j, like=torch.zeros((), dtype=torch.float64)).numpy()
             st["start_best"] = base.loss
             res = optimize.minimize(fun, y0, jac=True, method="L-BFGS-B", bounds=optimize.Bounds(-bound, bound),
                                     options={"maxiter": maxiter, "maxcor": config.maxcor})

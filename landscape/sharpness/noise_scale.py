@@ -32,7 +32,7 @@ its own seed), so the result is the single-process one.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -42,7 +42,16 @@ from torch import nn
 from landscape.batches import Batch, Criterion, model_device
 from landscape.distributed import map_units
 from landscape.errors import LandscapeError
-from landscape.sharpness.objective import PerturbedLoss, guarded, is_sharded, mean_se, pooled, prepare, require_count, seed_stream
+from landscape.sharpness.objective import (
+    PerturbedLoss,
+    guarded,
+    is_sharded,
+    pooled,
+    prepare,
+    require_count,
+    seed_stream,
+)
+from landscape.uncertainty import mean_se
 
 
 @dataclass(frozen=True)
@@ -68,9 +77,6 @@ class NoiseScaleResult:
     mode: str
     n_params: int
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class ExactNoiseScale:
@@ -81,9 +87,6 @@ class ExactNoiseScale:
     g2: float
     n: int
     mode: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _batch_gradient(obj: PerturbedLoss, x: torch.Tensor, y: torch.Tensor, chunk: int | None) -> torch.Tensor:

@@ -26,7 +26,6 @@ hashes that key stored results.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -37,29 +36,27 @@ from torch.func import functional_call
 
 from landscape.batches import Batch, Criterion, batch_weights, finite_or_raise, materialize, model_device
 from landscape.distributed import ShardedBatches, all_reduce_sum
-from landscape.errors import LandscapeError, NumericsError
+from landscape.errors import LandscapeError, NumericsError, check_positive_int, check_positive_number
 from landscape.metrics import srcc
-from landscape.params import (check_finite_parameters, evaluation_mode, flatten, preserved_parameters,
-                      trainable_parameters, unflatten)
+from landscape.params import (
+    check_finite_parameters,
+    evaluation_mode,
+    flatten,
+    preserved_parameters,
+    trainable_parameters,
+    unflatten,
+)
 from landscape.provenance import hash_batches as provenance_hash_batches
 
 
 def require_positive(name: str, value: float) -> float:
-    """``float(value)`` if it is a finite number > 0, else a one-line :class:`LandscapeError`."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise LandscapeError(f"{name}={value!r} is not a number") from None
-    if not np.isfinite(v) or v <= 0:
-        raise LandscapeError(f"{name}={value!r} must be a finite number > 0")
-    return v
+    """:func:`landscape.errors.check_positive_number` (kept as the sharpness measures' name)."""
+    return check_positive_number(name, value)
 
 
 def require_count(name: str, value: int, minimum: int = 1) -> int:
-    """``int(value)`` if it is an integer >= ``minimum``, else a one-line error."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise LandscapeError(f"{name}={value!r} must be an integer >= {minimum}")
-    return int(value)
+    """:func:`landscape.errors.check_positive_int` with a lower bound ``minimum``."""
+    return check_positive_int(name, value, minimum=minimum)
 
 
 @contextlib.contextmanager
@@ -93,16 +90,6 @@ def uniform(n: int, seed: int, *stream: int, like: torch.Tensor) -> torch.Tensor
     g = torch.Generator(device="cpu").manual_seed(seed_stream(seed, *stream))
     u = 2.0 * torch.rand(n, generator=g, dtype=torch.float64) - 1.0
     return u.to(device=like.device, dtype=like.dtype)
-
-
-def mean_se(values) -> tuple[float, float]:
-    """Mean and standard error (std with ddof=1 / sqrt(n); NaN for n < 2); NaNs are ignored."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan"), float("nan")
-    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
-    return float(v.mean()), se
 
 
 def n_examples(batches: Sequence[Batch]) -> int:

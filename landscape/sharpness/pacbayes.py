@@ -6,13 +6,22 @@ with ``u_i ~ N(0, sigma^2 w_i^2 + floor^2)`` (``floor`` = 1e-3; the plain
 version ``magnitude_aware=False`` uses ``u ~ N(0, sigma^2 I)``). ``sigma`` is a
 standard deviation: ``u = sqrt(sigma^2 w^2 + floor^2) * z`` (public ports pass
 the variance as the std; not here). The deviation ``D`` and target ``d`` are
-(``kind``):
+(``kind``, stored in the result with the absolute bound ``threshold``):
 
 - ``"loss_relative"`` (default, d = 0.1): ``E_u[L(w+u)] - L(w) <= d * L(w)``, a 10 %
-  increase of the loss (scale-free; needs L(w) > 0);
-- ``"loss"``: an absolute loss increase ``E_u[L(w+u)] - L(w) <= d``;
-- ``"srcc"``: an SRCC drop ``SRCC(w) - E_u[SRCC(w+u)] <= d`` (needs one scalar
-  output per example; d = 0.05 is a sensible IQA choice).
+  increase of the training loss ``L`` (scale-free; needs L(w) > 0). This is *not*
+  the paper's criterion; it is kept as the default so stored results stay comparable;
+- ``"loss"``: an absolute increase of the training loss ``E_u[L(w+u)] - L(w) <= d``;
+- ``"l1_increase"`` (Jiang et al.'s criterion for regression): an absolute increase
+  ``E_u[E1(w+u)] - E1(w) <= d`` of the training error measure
+  ``E1 = mean_i |f(x_i) - y_i|`` (mean absolute error of the scores, whatever the
+  training loss; needs one scalar output per example);
+- ``"srcc"`` (Jiang et al.'s criterion with SRCC as the error measure): an absolute
+  SRCC drop ``SRCC(w) - E_u[SRCC(w+u)] <= d`` (needs one scalar output per example;
+  d = 0.05 is a sensible IQA choice).
+
+Jiang et al. 2020 bound an absolute deviation d (0.1) of the training *error*;
+``PAPER_KINDS`` names the kinds that do that for regression.
 
 ``E_u`` is the mean over ``n_samples`` (10) seeded draws ``z_k``; the same
 draws are reused at every sigma (common random numbers), so the estimate is a
@@ -30,7 +39,7 @@ method with a central-difference slope, SE over the draws) and
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -38,17 +47,35 @@ import torch
 from torch import nn
 
 from landscape.batches import Batch, Criterion
-from landscape.errors import LandscapeError
-from landscape.sharpness.objective import (PerturbedLoss, gaussian, guarded, mean_se, n_examples, prepare, require_count,
-                        require_positive, score_targets, srcc_of, take_examples)
+from landscape.errors import LandscapeError, check_choice
+from landscape.sharpness.objective import (
+    PerturbedLoss,
+    gaussian,
+    guarded,
+    n_examples,
+    prepare,
+    require_count,
+    require_positive,
+    score_targets,
+    srcc_of,
+    take_examples,
+)
+from landscape.uncertainty import mean_se
 
-KINDS = ("loss_relative", "loss", "srcc")
+KINDS = ("loss_relative", "loss", "l1_increase", "srcc")
+#: Kinds that follow Jiang et al. 2020: absolute deviation d of a training error measure.
+PAPER_KINDS = ("l1_increase", "srcc")
+DEFAULT_KIND = "loss_relative"
 
 
 @dataclass(frozen=True)
 class PacBayesConfig:
+    """``kind`` (default ``"loss_relative"``: E_u[L(w+u)] - L(w) <= target * L(w)) and
+    ``target`` d (default 0.1) select the criterion (module docstring); Jiang et al.'s
+    absolute error deviation is ``kind="l1_increase"`` or ``"srcc"`` with an absolute d."""
+
     target: float = 0.1
-    kind: str = "loss_relative"
+    kind: str = DEFAULT_KIND
     sigma_max: float = 2.0
     depth: int = 15
     n_samples: int = 10
@@ -63,11 +90,13 @@ class PacBayesConfig:
 
 @dataclass(frozen=True)
 class PacBayesResult:
-    """``sigma`` (std multiplier), ``flatness = 1/sigma^2`` and the target used.
+    """``sigma`` (std multiplier), ``flatness = 1/sigma^2`` and the criterion used.
 
-    ``threshold`` is the absolute bound on the deviation (``target * base_loss``
-    for ``loss_relative``). ``loss_increase``/``srcc_drop`` are the Monte Carlo
-    means at ``sigma`` (with standard errors). ``trace_*``: the bisection steps.
+    ``kind`` and ``target`` name the criterion; ``threshold`` is the absolute bound on
+    the deviation (``target * base_loss`` for ``loss_relative``, else ``target``).
+    ``loss_increase``/``srcc_drop`` are the Monte Carlo means at ``sigma`` (with
+    standard errors); ``deviation`` is that of ``kind`` (for ``l1_increase`` the
+    mean-absolute-error increase). ``trace_*``: the bisection steps.
     """
 
     sigma: float
@@ -98,15 +127,11 @@ class PacBayesResult:
     mode: str
     n_params: int
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def pacbayes_flatness(model: nn.Module, criterion: Criterion, batches: Iterable[Batch],
                       config: PacBayesConfig = PacBayesConfig()) -> PacBayesResult:
     """Magnitude-aware PAC-Bayes sigma' and flatness 1/sigma'^2 (module docstring); the model is left as it was."""
-    if config.kind not in KINDS:
-        raise LandscapeError(f"kind={config.kind!r} must be one of {KINDS}")
+    check_choice("kind", config.kind, KINDS)
     target = require_positive("target", config.target)
     sigma_max = require_positive("sigma_max", config.sigma_max)
     depth = require_count("depth", config.depth)
@@ -118,13 +143,17 @@ def pacbayes_flatness(model: nn.Module, criterion: Criterion, batches: Iterable[
         raise LandscapeError(f"se_step={config.se_step!r} must be < 1")
     data = take_examples(prepare(model, batches), config.max_examples)
     targets = score_targets(data)
-    if config.kind == "srcc" and targets is None:
-        raise LandscapeError("kind='srcc' needs one scalar output and target per example")
+    if config.kind in PAPER_KINDS and targets is None:
+        raise LandscapeError(f"kind={config.kind!r} needs one scalar output and target per example")
     want = targets is not None
     with guarded(model, config.train) as mode:
         obj = PerturbedLoss(model, criterion)
         base = obj.evaluate(data, scores=want, what="loss at the base weights")
         s0 = srcc_of(base.scores, targets)
+        e0 = _l1(base.scores, targets)
+        if config.kind == "l1_increase" and not math.isfinite(e0):
+            raise LandscapeError("kind='l1_increase' needs one finite scalar output per example at the base "
+                                 f"weights (got mean absolute error {e0}); use kind='loss' or 'loss_relative'")
         if config.kind == "srcc" and not math.isfinite(s0):
             raise LandscapeError("kind='srcc' needs one scalar output per example and a defined SRCC at the "
                                  f"base weights (got {s0}); use kind='loss' or 'loss_relative'")
@@ -149,15 +178,16 @@ def pacbayes_flatness(model: nn.Module, criterion: Criterion, batches: Iterable[
 
         def deviations(sigma: float) -> tuple[np.ndarray, np.ndarray]:
             std = torch.sqrt(sigma ** 2 * w2 + floor2)
-            inc, drop = [], []
+            inc, drop, l1 = [], [], []
             for k in range(n_samples):
                 ev = obj.evaluate(data, std * noise(k), scores=want, what=f"loss at PAC-Bayes sigma={sigma:.6g}")
                 inc.append(ev.loss - base.loss)
                 drop.append(s0 - srcc_of(ev.scores, targets))
-            return np.asarray(inc), np.asarray(drop)
+                l1.append(_l1(ev.scores, targets) - e0)
+            return np.asarray(inc), np.asarray(drop), np.asarray(l1)
 
-        def deviation(inc: np.ndarray, drop: np.ndarray) -> np.ndarray:
-            return drop if config.kind == "srcc" else inc
+        def deviation(inc: np.ndarray, drop: np.ndarray, l1: np.ndarray) -> np.ndarray:
+            return drop if config.kind == "srcc" else l1 if config.kind == "l1_increase" else inc
 
         lo, hi, trace_s, trace_d = 0.0, sigma_max, [], []
         for _ in range(depth):
@@ -171,8 +201,8 @@ def pacbayes_flatness(model: nn.Module, criterion: Criterion, batches: Iterable[
                 lo = mid
         sigma = 0.5 * (lo + hi)
         saturated = "upper" if hi == sigma_max else "lower" if lo == 0.0 else ""
-        inc, drop = deviations(sigma)
-        dev, dev_se = mean_se(deviation(inc, drop))
+        inc, drop, l1 = deviations(sigma)
+        dev, dev_se = mean_se(deviation(inc, drop, l1))
         sigma_se = float("nan")
         if not saturated:
             d_plus = float(np.mean(deviation(*deviations(sigma * (1 + step)))))
@@ -191,3 +221,11 @@ def pacbayes_flatness(model: nn.Module, criterion: Criterion, batches: Iterable[
         trace_deviation=trace_d, magnitude_aware=bool(config.magnitude_aware), floor=float(config.floor),
         sigma_max=sigma_max, depth=depth, n_samples=n_samples, n_examples=n_examples(data),
         seed=int(config.seed), mode=mode, n_params=obj.n)
+
+
+def _l1(scores, targets) -> float:
+    """Mean absolute error ``mean_i |f(x_i) - y_i|`` of per-example scores; NaN without scores."""
+    if scores is None or targets is None:
+        return float("nan")
+    return float(np.mean(np.abs(np.asarray(scores, dtype=np.float64).reshape(-1)
+                                - np.asarray(targets, dtype=np.float64).reshape(-1))))

@@ -41,13 +41,13 @@ from landscape.errors import LandscapeError
 from landscape.params import check_finite_parameters
 from landscape.provenance import content_key, hash_state
 from landscape.provenance import provenance as make_provenance
-from landscape.store import attrs_from_h5, attrs_to_h5, open_h5, update_h5
 from landscape.sharpness.adaptive import RHO_L2, RHO_LINF, AdaptiveConfig, AdaptiveResult, adaptive_sharpness
 from landscape.sharpness.average import RHO_AVERAGE, AverageConfig, AverageResult, average_sharpness
 from landscape.sharpness.keskar import KESKAR_EPS, KESKAR_SUBSPACE_DIM, KeskarConfig, KeskarResult, keskar_sharpness
 from landscape.sharpness.noise_scale import NoiseScaleResult, gradient_noise_scale
 from landscape.sharpness.objective import criterion_name, hash_batches, prepare, require_positive
 from landscape.sharpness.pacbayes import PacBayesConfig, PacBayesResult, pacbayes_flatness
+from landscape.store import attrs_from_h5, attrs_to_h5, check_h5_fields, open_h5, update_h5
 
 MEASURES = ("keskar", "adaptive", "average", "pacbayes", "noise")
 KESKAR_SPACES = ("full", "random")
@@ -192,9 +192,14 @@ def read_result(cls: type, group):
     values = {}
     for f in dataclasses.fields(cls):
         if f.name in lists:
-            values[f.name] = np.asarray(group[f.name][()], dtype=np.float64).tolist()
-        else:
+            raw = group[f.name][()] if f.name in group else None
+            if not isinstance(raw, np.ndarray) or raw.dtype.kind not in "biuf":
+                raise LandscapeError(f"{group.file.filename}: {group.name}/{f.name} is not a numeric dataset; "
+                                     f"delete the file to recompute")
+            values[f.name] = np.asarray(raw, dtype=np.float64).tolist()
+        elif f.name in attrs:
             values[f.name] = attrs[f.name]
+    check_h5_fields(group.file.filename, group.name.lstrip("/"), cls, values)   # types of the scalars
     return cls(**values)
 
 
@@ -218,6 +223,9 @@ def load_sharpness(h5_path: str | Path, measure: str | None = None) -> dict[str,
                 continue
             recs = [_record(root[m][k]) for k in root[m]]
             recs = [r for r in recs if r.get("complete")]
+            for r in recs:
+                if m in RESULT_TYPES:
+                    check_h5_fields(h5_path, f"{GROUP}/{m}", RESULT_TYPES[m], r)
             recs.sort(key=lambda r: (str(r.get("space", r.get("norm", ""))), r.get("eps", r.get("rho", 0.0))))
             out[m] = recs
     return out
@@ -299,11 +307,14 @@ def analyze_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[
 
 
 def summary_rows(suite: SharpnessSuite) -> list[dict[str, Any]]:
-    """One row per part for a table: measure, setting, value, its SE, unit, SRCC drop and its SE."""
+    """One row per part for a table: measure, setting, value, its standard error ``se``, unit, SRCC drop and its SE.
+
+    Every ``se`` is a standard error of the value (Keskar: of the mean over starts,
+    :attr:`KeskarResult.phi_se`; noise: the bootstrap SE), NaN where none exists."""
     rows = []
     for r in suite.keskar:
         rows.append({"measure": "keskar", "setting": f"eps={r.eps:g} {r.space} p={r.dim}", "value": r.phi,
-                     "se": float(np.std(r.phi_per_start, ddof=1)) if len(r.phi_per_start) > 1 else float("nan"),
+                     "se": r.phi_se,
                      "unit": "percent", "srcc_drop": r.srcc_drop, "srcc_drop_se": float("nan")})
     for r in suite.adaptive:
         rows.append({"measure": "adaptive", "setting": f"{r.norm} rho={r.rho:g}", "value": r.sharpness,

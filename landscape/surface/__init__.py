@@ -7,7 +7,14 @@ parameters), ``storage`` (HDF5 layout, directions file, shard merge), ``runner``
 (between two checkpoints), ``trajectory`` (PCA plane of a training run).
 Plots live in :mod:`landscape.figures.surface`.
 """
-from landscape.surface.directions import Directions, DirectionSpec, normalize, orthogonalize, random_directions, slice_norms
+from landscape.surface.directions import (
+    Directions,
+    DirectionSpec,
+    normalize,
+    orthogonalize,
+    random_directions,
+    slice_norms,
+)
 from landscape.surface.evaluate import Evaluator
 from landscape.surface.grid import cells_for_rank, parse_grid
 from landscape.surface.interpolate import alpha_grid, interpolate

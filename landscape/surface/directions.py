@@ -36,8 +36,7 @@ from torch import nn
 
 from landscape.errors import LandscapeError
 from landscape.params import trainable_parameters
-from landscape.provenance import content_key
-from landscape.surface.hashing import state_hash
+from landscape.provenance import content_key, hash_state
 
 NORMALIZATIONS = ("filter", "layer", "elementwise", "none")
 EPS = 1e-10
@@ -80,7 +79,7 @@ class Directions:
 
     def digest(self) -> str:
         """SHA-256 of the direction tensors (names, dtypes, shapes, bytes)."""
-        return state_hash({f"{k}/{n}": t for k, vec in enumerate(self.vectors) for n, t in zip(self.names, vec)})
+        return hash_state({f"{k}/{n}": t for k, vec in enumerate(self.vectors) for n, t in zip(self.names, vec)})
 
 
 def slice_norms(t: torch.Tensor) -> torch.Tensor:
@@ -163,7 +162,7 @@ def random_directions(model: nn.Module, spec: DirectionSpec = DirectionSpec(),
     names = tuple(n for n, _ in named)
     weights = [p.detach() for _, p in named]
     if checkpoint_hash is None:
-        checkpoint_hash = state_hash(dict(zip(names, weights)))
+        checkpoint_hash = hash_state(dict(zip(names, weights)))
     gen = torch.Generator(device="cpu").manual_seed(int(spec.seed))
     vectors = []
     for _ in range(spec.count):

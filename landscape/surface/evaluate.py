@@ -37,9 +37,9 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape.batches import Batch, Criterion, batch_weights, materialize, model_device
-from landscape.errors import LandscapeError
+from landscape.errors import LandscapeError, check_choice
 from landscape.metrics import plcc, srcc
-from landscape.surface.hashing import hash_batches
+from landscape.provenance import hash_batches
 
 METRICS = ("loss", "srcc", "plcc")
 COMPILE_MODES = ("auto", "on", "off")
@@ -70,8 +70,7 @@ class Evaluator:
                  compile: str = "auto"):
         if not eval_sets:
             raise LandscapeError("no evaluation sets given (expected e.g. {'train': batches, 'test': batches})")
-        if compile not in COMPILE_MODES:
-            raise LandscapeError(f"compile={compile!r}: choose one of {', '.join(COMPILE_MODES)}")
+        check_choice("compile", compile, COMPILE_MODES)
         self.compile = compile
         self._compiled: Any = None          # the compiled forward once active
         self._check_next = False            # compare the next compiled call with eager

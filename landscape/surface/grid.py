@@ -19,6 +19,7 @@ import numpy as np
 from landscape.errors import LandscapeError
 
 _SNAP = 1e-9  # in units of the grid step
+MAX_GRID_POINTS = 1001   # points per axis (a 1001 x 1001 plane is about 1e6 cells)
 
 
 def parse_grid(spec: str | Sequence[float] | np.ndarray) -> np.ndarray:
@@ -35,8 +36,8 @@ def parse_grid(spec: str | Sequence[float] | np.ndarray) -> np.ndarray:
             start, stop, num = float(parts[0]), float(parts[1]), int(parts[2])
         except ValueError:
             raise LandscapeError(f"grid '{spec}': start and stop must be numbers and num an integer") from None
-        if num < 1:
-            raise LandscapeError(f"grid '{spec}': num must be >= 1")
+        if num < 1 or num > MAX_GRID_POINTS:
+            raise LandscapeError(f"grid '{spec}': num must be between 1 and {MAX_GRID_POINTS} points per axis")
         if num == 1 and start != stop:
             raise LandscapeError(f"grid '{spec}': a single point needs start == stop")
         if num > 1 and not stop > start:

@@ -19,12 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+import landscape.surface.storage as storage
 from landscape.batches import Batch, Criterion
 from landscape.errors import LandscapeError
 from landscape.params import check_finite_parameters, trainable_parameters
-from landscape.provenance import content_key, provenance
-from landscape.surface.hashing import state_hash
-from landscape.surface import storage
+from landscape.provenance import content_key, hash_state, provenance
 from landscape.surface.directions import Directions, DirectionSpec, directions_key, random_directions
 from landscape.surface.evaluate import Evaluator, callable_name
 from landscape.surface.grid import parse_grid
@@ -35,7 +34,7 @@ GridLike = str | Sequence[float] | np.ndarray
 
 def checkpoint_hash_of(model: nn.Module) -> str:
     """Hash of the model's full state dict (parameters and persistent buffers)."""
-    return state_hash(model.state_dict())
+    return hash_state(model.state_dict())
 
 
 def result_spec(kind: str, evaluator: Evaluator, x: np.ndarray, y: np.ndarray | None,

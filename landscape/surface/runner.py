@@ -7,7 +7,10 @@ in the result file, under an exclusive lock on that file and in eval mode
 ``flush_every`` cells or ``flush_seconds`` seconds, whichever comes first, and
 once more when the loop ends or raises; a killed process therefore loses at most
 the cells computed since the last flush. The origin cell (the unperturbed model),
-if on the grid, is computed first and its loss must be finite.
+if on the grid, is computed first and its loss must be finite. Other cells may be
+non-finite (far from the minimum, or a broken interpolation): they are stored as they
+are and counted in the file's ``nonfinite`` / ``nonfinite_cells`` attributes, set after
+every completed run (:func:`~landscape.surface.storage.flag_nonfinite`).
 
 Sharded (``world > 1``): worker ``rank`` writes only its own shard file
 (:func:`~landscape.surface.storage.shard_path`) and never waits on another worker; cells
@@ -23,10 +26,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+import landscape.surface.storage as storage
 from landscape.batches import finite_or_raise
 from landscape.params import check_finite_parameters, evaluation_mode
 from landscape.store import exclusive
-from landscape.surface import storage
 from landscape.surface.evaluate import Evaluator
 from landscape.surface.grid import cell_coordinates, cells_for_rank, origin_cell
 
@@ -93,6 +96,7 @@ def run_cells(path: Path, key: str, kind: str, x: np.ndarray, y: np.ndarray | No
                 # provenance of the last run's forward pass (eager or torch.compile; storage.py)
                 storage.write_cells(path, pending_cells, pending_rows,
                                     attrs={"forward": evaluator.forward_info} if computed else None)
+            storage.flag_nonfinite(path)  # attributes nonfinite / nonfinite_cells (storage.py)
     result = storage.load_surface(path)
     result.computed_now = computed
     result.seconds = time.perf_counter() - t0

@@ -11,7 +11,9 @@ Result file (one per analysis, named ``<kind>-<key>.h5``):
   mask, not NaN, because a computed SRCC can legitimately be NaN (constant outputs);
 - optional extra datasets (e.g. the trajectory's projected path);
 - attributes: ``key`` (content key of the inputs), ``kind``, ``spec`` (the inputs,
-  JSON), ``provenance`` (JSON), ``indexing``, ``metrics``, ``shard`` and the caller's.
+  JSON), ``provenance`` (JSON), ``indexing``, ``metrics``, ``shard`` and the caller's;
+  ``nonfinite`` (count) and ``nonfinite_cells`` (flat row-major indices) of the computed
+  cells whose loss (any ``*_loss``) is NaN or infinite (:func:`flag_nonfinite`).
 
 Directions are stored once, atomically, in a separate ``directions-<key>.h5``
 (groups ``d0``, ``d1``, one dataset per parameter name) so that flushing cells
@@ -72,6 +74,11 @@ class SurfaceResult:
         return self.done.shape
 
     @property
+    def nonfinite(self) -> np.ndarray:
+        """Boolean mask (shape of ``done``): computed cells with a NaN or infinite loss."""
+        return nonfinite_mask(self.values, self.done)
+
+    @property
     def sets(self) -> list[str]:
         return list(dict.fromkeys(name.split("_", 1)[0] for name in self.values))
 
@@ -87,6 +94,45 @@ class SurfaceResult:
                 raise LandscapeError(f"{self.path}: y = {y} is not on the grid")
             index = (int(iy[0]), int(ix[0]))
         return {name: float(v[index]) for name, v in self.values.items()}
+
+
+def nonfinite_mask(values: Mapping[str, np.ndarray], done: np.ndarray) -> np.ndarray:
+    """True at computed cells where any ``*_loss`` value is NaN or infinite (SRCC may be NaN legitimately)."""
+    mask = np.zeros(done.shape, dtype=bool)
+    for name, v in values.items():
+        if name.endswith("_loss"):
+            mask |= ~np.isfinite(v)
+    return mask & done.astype(bool)
+
+
+def _nonfinite_attrs(values: Mapping[str, np.ndarray], done: np.ndarray) -> dict[str, Any]:
+    mask = nonfinite_mask(values, done)
+    return {"nonfinite": int(mask.sum()), "nonfinite_cells": [int(c) for c in np.flatnonzero(mask.reshape(-1))]}
+
+
+def flag_nonfinite(path: Path) -> int:
+    """Set the ``nonfinite`` / ``nonfinite_cells`` attributes of ``path``; returns the count (caller holds the lock)."""
+    res = load_surface(path)
+    attrs = _nonfinite_attrs(res.values, res.done)
+    write_cells(path, [], [], attrs=attrs)
+    return attrs["nonfinite"]
+
+
+def nonfinite_warning(result: SurfaceResult, limit: int = 10) -> str | None:
+    """One warning line naming the count and the coordinates of the non-finite cells, or None if there are none."""
+    mask = result.nonfinite
+    n = int(mask.sum())
+    if n == 0:
+        return None
+    if result.y is None:
+        where = [f"{result.x[i]:g}" for i in np.flatnonzero(mask)]
+        axis = "alpha" if result.kind == "interpolate" else "x"
+    else:
+        where = [f"({result.x[ix]:g}, {result.y[iy]:g})" for iy, ix in np.argwhere(mask)]
+        axis = "(x, y)"
+    shown = ", ".join(where[:limit]) + (f", ... ({n - limit} more)" if n > limit else "")
+    return (f"warning: {n} of {mask.size} cells have a non-finite loss (NaN or inf) at {axis} = {shown}; "
+            f"flagged as 'nonfinite' in {result.path}")
 
 
 def grid_shape(x: np.ndarray, y: np.ndarray | None) -> tuple[int, ...]:
@@ -137,7 +183,7 @@ def create_or_check(path: Path, key: str, kind: str, x: np.ndarray, y: np.ndarra
                 f.create_dataset(name, data=np.asarray(arr))
             attrs_to_h5(f, {**attrs, "key": key, "kind": kind, "format_version": FORMAT_VERSION,
                             "indexing": INDEXING_1D if y is None else INDEXING_2D,
-                            "metrics": list(metric_names), "extra": sorted((extra or {}))})
+                            "metrics": list(metric_names), "extra": sorted(extra or {})})
     return True
 
 
@@ -175,8 +221,28 @@ def load_surface(path: str | Path) -> SurfaceResult:
         y = f["ycoordinates"][()] if "ycoordinates" in f else None
         values = {m: f[m][()] for m in attrs.get("metrics", [])}
         extra = {m: f[m][()] for m in attrs.get("extra", [])}
-        done = f["done"][()].astype(bool)
-    return SurfaceResult(path, attrs["key"], attrs["kind"], x, y, values, done, attrs, extra)
+        done = f["done"][()]
+    _check_layout(path, attrs, x, y, values, done)
+    return SurfaceResult(path, attrs["key"], attrs["kind"], x, y, values, done.astype(bool), attrs, extra)
+
+
+def _check_layout(path: Path, attrs: dict, x: Any, y: Any, values: dict, done: Any) -> None:
+    """Types and shapes of a loaded slice file: 1-D numeric coordinates, numeric ``done`` and metric
+    arrays of shape ``(len(y), len(x))`` (1-D: ``(len(x),)``); else one line naming the dataset."""
+    def numeric(a: Any) -> bool:
+        return isinstance(a, np.ndarray) and a.dtype.kind in "biuf"
+
+    for name, a in (("xcoordinates", x), ("ycoordinates", y)):
+        if a is not None and (not numeric(a) or a.ndim != 1 or a.size == 0):
+            raise LandscapeError(f"{path}: {name} is not a non-empty 1-D numeric array; delete the file to recompute")
+    shape = (len(x),) if y is None else (len(y), len(x))
+    for name, a in (("done", done), *values.items()):
+        if not numeric(a) or a.shape != shape:
+            got = f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise LandscapeError(f"{path}: {name} is {got}, need a numeric array of shape {shape} (the grid); "
+                                 f"delete the file to recompute")
+    if not isinstance(attrs.get("key"), str) or not isinstance(attrs.get("kind"), str):
+        raise LandscapeError(f"{path}: attributes key/kind are not strings; delete the file to recompute")
 
 
 def shard_path(path: Path, rank: int, world: int) -> Path:
@@ -241,6 +307,7 @@ def merge_shards(paths: Sequence[str | Path], out_path: str | Path) -> SurfaceRe
         done |= s.done
     attrs = {k: v for k, v in first.attrs.items() if k not in ("shard",)}
     attrs["shard"] = None
+    attrs.update(_nonfinite_attrs(values, done))
     attrs["merged_from"] = [str(Path(p).name) for p in paths]
     out_path = Path(out_path)
     with exclusive(out_path):
@@ -252,6 +319,7 @@ def merge_shards(paths: Sequence[str | Path], out_path: str | Path) -> SurfaceRe
                 take = existing.done & ~done
                 values[m][take] = existing.values[m][take]
             done |= existing.done
+            attrs.update(_nonfinite_attrs(values, done))
         with atomic_path(out_path) as tmp:
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("xcoordinates", data=first.x)

@@ -25,15 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
+import landscape.surface.storage as storage
 from landscape.batches import Batch, Criterion
 from landscape.errors import LandscapeError
 from landscape.params import trainable_parameters
-from landscape.provenance import content_key
-from landscape.surface.hashing import state_hash
-from landscape.surface import storage
+from landscape.provenance import content_key, hash_state
 from landscape.surface.directions import Directions
 from landscape.surface.grid import parse_grid
-from landscape.surface.plane import GridLike, evaluate_plane, checkpoint_hash_of
+from landscape.surface.plane import GridLike, checkpoint_hash_of, evaluate_plane
 from landscape.surface.runner import CellCallback
 
 
@@ -105,8 +104,8 @@ def pca_plane(model: nn.Module, states: Sequence[Mapping[str, torch.Tensor]], ce
     proj_sq = (coords ** 2).sum(dim=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         residual = np.sqrt(np.clip((sq - proj_sq).cpu().numpy(), 0, None)) / np.sqrt(sq.cpu().numpy())
-    ckpt = checkpoint_hash or state_hash(dict(zip(names, final)))
-    spec = {"kind": "pca", "center": center, "final": ckpt, "checkpoints": [state_hash(s) for s in states]}
+    ckpt = checkpoint_hash or hash_state(dict(zip(names, final)))
+    spec = {"kind": "pca", "center": center, "final": ckpt, "checkpoints": [hash_state(s) for s in states]}
     dirs = Directions(names, u, content_key(spec), spec, float(sum(
         (a.double() * b.double()).sum() for a, b in zip(u[0], u[1]))))
     return TrajectoryPlane(dirs, coords.cpu().numpy(), evr, sv.cpu().numpy(), residual, center)

@@ -22,11 +22,12 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-from landscape.errors import LandscapeError
+from landscape.errors import LandscapeError, check_positive_int
 from landscape.models import PRESETS
 from landscape.train.lr_rules import RULES
 
 SCHEDULERS = ("cosine", "step", "none")
+MAX_SEED = 2 ** 63 - 1      # seeds are torch/numpy int64 seeds
 
 
 @dataclass
@@ -66,7 +67,7 @@ class TrainConfig:
     split_seed: int = 0
     skip_bad_images: bool = False
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         if not self.dataset or ":" not in self.dataset:
             raise LandscapeError(f"dataset must be FORMAT:ROOT, got '{self.dataset}'")
         for spec in self.cross_test:
@@ -77,6 +78,8 @@ class TrainConfig:
         for name in ("batch_sizes", "seeds", "lr_scaling"):
             if not getattr(self, name):
                 raise LandscapeError(f"{name} is empty")
+        for seed in self.seeds:
+            check_positive_int("seed", seed, minimum=0, maximum=MAX_SEED)
         for b in self.batch_sizes:
             if b < 1:
                 raise LandscapeError(f"batch size must be >= 1, got {b}")
@@ -139,7 +142,8 @@ def _coerce(key: str, value: Any, annotation: Any, source: str = "config") -> An
         if math.isfinite(number):
             value = number
     if not _type_ok(value, annotation):
-        name = getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
+        shown = str(annotation) if typing.get_origin(annotation) else getattr(annotation, "__name__", str(annotation))
+        name = shown.replace("typing.", "")
         where = f"{source}: " if source != "config" else ""
         raise LandscapeError(f"{where}config key '{key}': expected {name}, got {type(value).__name__} {value!r}")
     if annotation is float:
@@ -165,7 +169,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise LandscapeError(f"{path}: config file not found")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise LandscapeError(f"{path}: config file is not UTF-8 text (byte {e.start}: {e.reason})") from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)

@@ -5,15 +5,17 @@ over unordered pairs i < j. Pairs with equal labels (e.g. crops of one image) ar
 masked; the hinge is normalised by the number of valid pairs (0 when there are none,
 e.g. batch size 1). Scores are on the normalised [0, 1] scale. The ranking term
 depends on batch composition, so alpha and margin are recorded with every run.
+
+:func:`make_criterion` builds the criterion an analysis uses by name (:data:`LOSSES`).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from landscape.errors import LandscapeError
+from landscape.errors import check_choice
+
+LOSSES = ("train", "l1", "mse")
 
 
 def ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
@@ -25,12 +27,6 @@ def ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.0) 
     valid = upper & (sign != 0)
     hinge = torch.relu(margin - sign * dp) * valid
     return hinge.sum() / valid.sum().clamp(min=1)
-
-
-@dataclass(frozen=True)
-class IQALossConfig:
-    ranking_alpha: float = 0.5
-    ranking_margin: float = 0.0
 
 
 class IQALoss(nn.Module):
@@ -54,11 +50,12 @@ class IQALoss(nn.Module):
 
 
 def make_criterion(name: str = "train", *, ranking_alpha: float = 0.5, ranking_margin: float = 0.0) -> nn.Module:
-    """``train`` (L1 + ranking, as trained), ``l1`` or ``mse``."""
+    """Criterion ``name`` of :data:`LOSSES`: ``train`` (L1 + ranking with the run's ``ranking_alpha``
+    and ``ranking_margin``, as trained), ``l1`` (:class:`IQALoss` with alpha 0) or ``mse``
+    (``torch.nn.MSELoss``, mean over samples)."""
+    check_choice("loss", name, LOSSES)
     if name == "train":
         return IQALoss(ranking_alpha, ranking_margin)
     if name == "l1":
         return IQALoss(0.0, 0.0)
-    if name == "mse":
-        return nn.MSELoss()
-    raise LandscapeError(f"unknown loss '{name}' (valid: train, l1, mse)")
+    return nn.MSELoss()

@@ -1,8 +1,9 @@
 """The trainer's data pipeline over :mod:`landscape.data`: patch streams, evaluation sets, targets.
 
 Targets are normalised scores ``t = (s - lo) / (hi - lo)`` with ``(lo, hi)`` the dataset's
-declared score range, so losses and curvature are comparable across datasets; SRCC,
-PLCC and KRCC are invariant to this map. Evaluation uses the test protocol (mean over
+declared score range (:func:`landscape.data.targets.normalise`, the map the analyzers'
+batches of :mod:`landscape.data.analysis` use too), so losses and curvature are comparable
+across datasets; SRCC, PLCC and KRCC are invariant to this map. Evaluation uses the test protocol (mean over
 ``test_patches`` crops, seed 0) on val, test, a fixed training subset (``train``:
 ``train_eval_images`` images drawn with seed 0, the same for every run; its index hash
 is in the dataset identity) and each cross-test set.
@@ -25,9 +26,11 @@ import numpy as np
 import torch
 
 from landscape import distributed as dist
-from landscape.data import (IQADataset, ImageRecord, TrainPatchConfig, TrainPatches, analysis_batches as _crops,
-                    load_dataset, parse_dataset_spec, predict_images, train_loader)
 from landscape.data.check import readable_records
+from landscape.data.loading import load_dataset_spec
+from landscape.data.patches import TrainPatchConfig, TrainPatches, predict_images, train_loader
+from landscape.data.records import ImageRecord, IQADataset
+from landscape.data.targets import normalise
 from landscape.errors import LandscapeError
 from landscape.models import model_config
 from landscape.provenance import hash_indices
@@ -41,19 +44,6 @@ CACHE_MB = 2048.0   # RAM budget for decoded training images (per process)
 class EvalSet:
     records: list[ImageRecord]
     resize_short: int | None
-
-
-def load_dataset_for(spec: str, *, score_column: str | None = None, split_seed: int = 0,
-                     skip_bad: bool = False) -> IQADataset:
-    fmt, root = parse_dataset_spec(spec)
-    return load_dataset(fmt, root, score_column=score_column, split_seed=split_seed)
-
-
-def normalise(scores: torch.Tensor, score_range: tuple[float, float]) -> torch.Tensor:
-    lo, hi = score_range
-    if hi <= lo:
-        raise LandscapeError(f"degenerate score range {score_range}")
-    return (scores - lo) / (hi - lo)
 
 
 @dataclass
@@ -115,7 +105,7 @@ def load_run_data(cfg: TrainConfig) -> RunData:
     one line that counts them, or with ``skip_bad_images`` are left out and listed in the
     dataset identity (``skipped_images``, written to ``dataset.json``).
     """
-    ds = load_dataset_for(cfg.dataset, score_column=cfg.score_column, split_seed=cfg.split_seed)
+    ds = load_dataset_spec(cfg.dataset, score_column=cfg.score_column, split_seed=cfg.split_seed)
     good, skipped = readable_records(ds.records, skip_bad=cfg.skip_bad_images, where=cfg.dataset)
     keep = {r.path for r in good}
     splits = {s: [r for r in ds.split(s) if r.path in keep] for s in ("train", "val", "test")}
@@ -133,7 +123,7 @@ def load_run_data(cfg: TrainConfig) -> RunData:
                 "skipped_images": skipped}
     cross_names = []
     for k, spec in enumerate(cfg.cross_test):
-        cds = load_dataset_for(spec, split_seed=cfg.split_seed)
+        cds = load_dataset_spec(spec, split_seed=cfg.split_seed)
         name = f"cross{k}_{cds.format}"
         records = cds.split("test") or list(cds.records)
         records, cross_skipped = readable_records(records, skip_bad=cfg.skip_bad_images, where=spec)
@@ -156,10 +146,3 @@ def predict(model: torch.nn.Module, es: EvalSet, cfg: TrainConfig, device: torch
                            workers=cfg.workers)
     return p.pred, p.score
 
-
-def analysis_batches(ds: IQADataset, subset: str, samples: int, batch_size: int, patch_size: int,
-                     seed: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[int]]:
-    """One centre crop per image of ``samples`` seeded images of a split; normalised targets."""
-    batches, indices = _crops(ds.split(subset), samples, batch_size, patch_size, seed,
-                              resize_short=ds.resize_short)
-    return [(x, normalise(y, ds.score_range)) for x, y in batches], indices

@@ -15,7 +15,6 @@ out-of-memory run has none (it is retried by the next call).
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -27,9 +26,9 @@ import torch
 from landscape import distributed as dist
 from landscape.errors import LandscapeError
 from landscape.provenance import provenance
-from landscape.store import read_json, write_json
+from landscape.store import read_json, safe_rmtree, write_json
 from landscape.train.config import TrainConfig
-from landscape.train.run import RunResult, RunSpec, check_batch_fits, check_run_dir, run_config, train_run
+from landscape.train.trainer import RunResult, RunSpec, check_batch_fits, check_run_dir, run_config, train_run
 
 MANIFEST = "sweep.json"
 KIND = "landscape-sweep"
@@ -47,6 +46,13 @@ def _identity(cfg: TrainConfig) -> dict[str, Any]:
     return d
 
 
+def _inputs(cfg: TrainConfig) -> list[str | None]:
+    """What a sweep reads: the dataset root and a pretrained-weights file (never deleted by --force)."""
+    root = cfg.dataset.split(":", 1)[1] if ":" in cfg.dataset else None
+    pre = cfg.pretrained if cfg.pretrained and cfg.pretrained != "hub" else None
+    return [root, pre]
+
+
 def prepare_output(cfg: TrainConfig, out: Path, force: bool = False) -> None:
     """Create ``out`` with its manifest, or check that it holds this very sweep."""
     out = Path(out)
@@ -62,13 +68,13 @@ def prepare_output(cfg: TrainConfig, out: Path, force: bool = False) -> None:
                 raise LandscapeError(f"{out}: holds a different sweep (differs in: {', '.join(changed)}); "
                                      f"use another --out or --force to replace it")
             if dist.is_main():
-                shutil.rmtree(out)
+                safe_rmtree(out, _inputs(cfg))
     elif out.exists() and any(not p.name.startswith(f".{MANIFEST}.") for p in out.iterdir()):
         # (a job-array member may be writing the manifest right now: its temp file is not "content")
         if not force:
             raise LandscapeError(f"{out}: folder is not empty and holds no sweep; use another --out or --force")
         if dist.is_main():
-            shutil.rmtree(out)
+            safe_rmtree(out, _inputs(cfg))
     dist.barrier()
     if dist.is_main() and not manifest.exists():
         runs = [{"index": i, "name": s.name, "batch_size": s.batch_size, "seed": s.seed,
@@ -163,7 +169,29 @@ def sweep_runs(path: Path) -> list[Path]:
     """Run folders of a sweep folder (manifest order), or ``[path]`` for a single run folder."""
     path = Path(path)
     if (path / MANIFEST).exists():
-        return [path / r["name"] for r in read_json(path / MANIFEST)["runs"]]
+        return [path / name for name in manifest_run_names(path / MANIFEST)]
     if (path / "config.json").exists():
         return [path]
     raise LandscapeError(f"{path}: neither a sweep folder (no {MANIFEST}) nor a run folder (no config.json)")
+
+
+def check_run_name(source: Path, name: str) -> str:
+    """``name`` if it is a plain folder name (no separator, not ``.``/``..``, not absolute, no NUL), else a
+    one-line error naming ``source``: a run of a sweep always lies directly inside the sweep folder."""
+    bad = (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+           or Path(name).is_absolute())
+    if bad:
+        raise LandscapeError(f"{source}: run name {name!r:.80} is not a plain folder name inside the sweep")
+    return name
+
+
+def manifest_run_names(manifest: Path) -> list[str]:
+    """Run names of a ``sweep.json`` (order kept): ``runs`` must be a list of objects with a string ``name``,
+    else a one-line error naming the file and the entry."""
+    data = read_json(manifest, require={"runs": list})
+    names = []
+    for i, entry in enumerate(data["runs"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise LandscapeError(f"{manifest}: runs[{i}] is {entry!r:.60}, need an object with a string 'name'")
+        names.append(check_run_name(manifest, entry["name"]))
+    return names

@@ -65,6 +65,7 @@ def jsonable(obj):
 
 def main(out: Path) -> None:
     from landscape import distributed as dist
+    from landscape import hessian as H
     from landscape import sharpness as S
 
     torch.set_num_threads(1)
@@ -72,17 +73,18 @@ def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model, criterion, batches = build()
     shard = dist.shard_batches(batches)
-    res = dist.parallel_hessian(model, criterion, shard, h5_path=out / "analysis.h5",
-                                provenance={"test": "distributed"}, **HESSIAN)
-    with dist.DataParallelHessian(model, criterion, shard, weight_decay=HESSIAN["weight_decay"]) as op:
+    res = H.parallel_hessian(model, criterion, shard, h5_path=out / "analysis.h5",
+                             provenance={"test": "distributed"}, **HESSIAN)
+    with H.DataParallelHessian(model, criterion, shard, weight_decay=HESSIAN["weight_decay"]) as op:
         dense = op.dense()
         loss = op.loss
+        data_hash = op.data_hash()
     suite = S.analyze_sharpness(model, criterion, shard, h5_path=out / "analysis.h5", **sharpness_settings())
     record = {"rank": dist.rank(), "n_local": shard.n_local, "n_total": shard.n_total,
               "eigenvalues": res.topk.eigenvalues, "residuals": res.topk.residuals,
               "trace": res.trace.trace, "trace_stderr": res.trace.stderr, "trace_samples": res.trace.samples,
               "density_nodes": res.density.nodes, "density_trace": res.density.trace, "loss": res.loss,
-              "dense": dense.numpy(), "dense_loss": loss, "sharpness": S.summary_rows(suite),
+              "dense": dense.numpy(), "dense_loss": loss, "data_hash": data_hash, "sharpness": S.summary_rows(suite),
               "suite": suite.as_dict()}
     (out / f"rank{dist.rank()}.json").write_text(json.dumps(jsonable(record)))
 

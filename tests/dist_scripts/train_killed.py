@@ -18,8 +18,8 @@ class Killed(RuntimeError):
 def main(config: Path, out: Path, index: int) -> None:
     from landscape import distributed as dist
     from landscape.train.config import load_config_file, resolve_config
-    from landscape.train.run import train_run
     from landscape.train.sweep import expand_sweep, prepare_output
+    from landscape.train.trainer import train_run
 
     cfg = resolve_config(load_config_file(config), {})
     dist.init_from_env(cfg.device)

@@ -17,9 +17,9 @@ GRID = "-1:1:3"
 
 
 def main(run: Path, out: Path) -> None:
+    import analyzers  # beside this script (sys.path[0])
     import torch
 
-    import analyzers   # beside this script (sys.path[0])
     from landscape import distributed as dist
     from landscape import sharpness as S
     from landscape.analyze import jobs as workflows

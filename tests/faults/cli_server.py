@@ -74,13 +74,13 @@ def main() -> None:
     import torch  # noqa: F401
     import typer  # noqa: F401
 
-    import landscape.models.checkpoint  # noqa: F401
+    import landscape.analyze.jobs  # noqa: F401
     import landscape.hessian  # noqa: F401
+    import landscape.models.checkpoint  # noqa: F401
     import landscape.report.build  # noqa: F401
     import landscape.sharpness  # noqa: F401
     import landscape.surface  # noqa: F401
     import landscape.train.sweep  # noqa: F401
-    import landscape.analyze.jobs  # noqa: F401
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     print(json.dumps({"ready": os.getpid()}), flush=True)

@@ -8,11 +8,27 @@ import time
 import h5py
 import pytest
 import torch
+from faultkit import (
+    COMMANDS,
+    RUN,
+    SEQUENCE,
+    TIMEOUT,
+    Analyses,
+    Crafted,
+    Evil,
+    Server,
+    Training,
+    copy_run,
+    hessian_parts,
+    real_cli,
+    sharpness_parts,
+    surface_done,
+    surface_file,
+    train_args,
+    wait_for,
+)
 
 from landscape.provenance import sha256_file
-
-from faultkit import (COMMANDS, RUN, SEQUENCE, TIMEOUT, Analyses, Crafted, Evil, Server, Training, copy_run,
-                      hessian_parts, real_cli, sharpness_parts, surface_done, surface_file, train_args, wait_for)
 
 
 @pytest.fixture(scope="session")
@@ -106,8 +122,8 @@ def analyses(tmp_path_factory, training, server) -> Analyses:
 def crafted(tmp_path_factory, training) -> Crafted:
     import pickle
 
-    from landscape.models.checkpoint import FORMAT, build_model, load_checkpoint, save_checkpoint
     from landscape.models import SwinIQAConfig, create_model
+    from landscape.models.checkpoint import FORMAT, build_model, load_checkpoint, save_checkpoint
 
     d = tmp_path_factory.mktemp("crafted")
     best = training.ref_run / "best.pt"

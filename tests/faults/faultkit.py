@@ -296,7 +296,7 @@ class Analyses:
     ref_result: Result
 
 
-def run_all(server: "Server", cases: dict[str, list[str]]) -> dict[str, Result]:
+def run_all(server: Server, cases: dict[str, list[str]]) -> dict[str, Result]:
     """Start every CLI call at once (fork server), then wait for all: ``{name: Result}``."""
     jobs = {name: server.start(*argv, name=name) for name, argv in cases.items()}
     return {name: job.wait() for name, job in jobs.items()}

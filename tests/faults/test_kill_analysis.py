@@ -14,20 +14,27 @@ import signal
 import h5py
 import numpy as np
 import pytest
+from faultkit import (
+    HESSIAN_PARTS,
+    N_CELLS,
+    N_SHARPNESS_PARTS,
+    hessian_parts,
+    one_line_error,
+    sharpness_parts,
+    surface_done,
+    surface_file,
+)
 
 from landscape.hessian import load_hessian_result
 from landscape.sharpness import load_sharpness
 from landscape.surface import load_surface
-
-from faultkit import HESSIAN_PARTS, N_CELLS, N_SHARPNESS_PARTS, hessian_parts, one_line_error, sharpness_parts, \
-    surface_done, surface_file
 
 VOLATILE = {"seconds", "provenance"}
 
 
 def test_victims_were_killed_mid_analysis(analyses):
     """Every victim died by SIGKILL with some but not all of its parts stored."""
-    for name, res in analyses.killed.items():
+    for res in analyses.killed.values():
         assert res.rc == -signal.SIGKILL, res.describe()
     assert 1 <= len(analyses.at_kill["hessian"]) < len(HESSIAN_PARTS)
     assert "topk" in analyses.at_kill["hessian"]                 # parts are stored in order

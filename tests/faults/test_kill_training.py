@@ -12,12 +12,11 @@ import textwrap
 
 import pytest
 import torch
+from faultkit import RUN, wait_for
 
+from landscape.analyze.inputs import resolve_checkpoint
 from landscape.models.checkpoint import load_checkpoint
 from landscape.provenance import sha256_file
-from landscape.analyze.inputs import resolve_checkpoint
-
-from faultkit import RUN, wait_for
 
 TIMING = {"epoch_time_s", "train_time_s", "samples_per_s", "samples_per_s_std", "peak_memory_bytes"}
 CHECKPOINTS = ("best.pt", "last.pt", "epoch_000.pt", "epoch_001.pt", "epoch_002.pt")
@@ -68,6 +67,7 @@ def test_resumed_run_equals_uninterrupted_run(training):
 SAVER = textwrap.dedent("""
     import sys
     import torch
+    from landscape.models import model_config
     from landscape.models.checkpoint import save_checkpoint
 
     out = sys.argv[1]
@@ -77,7 +77,7 @@ SAVER = textwrap.dedent("""
         with torch.no_grad():
             model.weight.fill_(float(i))
             model.bias.fill_(float(i))
-        save_checkpoint(out, model, {"kind": "linear"}, {"i": i})
+        save_checkpoint(out, model, model_config("micro").to_dict(), {"i": i})   # a valid config (schema)
         i += 1
 """)
 
@@ -98,7 +98,7 @@ def test_kill_during_checkpoint_writes_never_leaves_a_half_written_checkpoint(se
         tmp = run_dir / f".best.pt.{job.pid}.tmp"
         if trial:   # let it replace an existing checkpoint at least once before the kill
             first = sha256_file(target) if target.exists() else None
-            wait_for(lambda: target.exists() and sha256_file(target) != first, "a completed save", job)
+            wait_for(lambda first=first: target.exists() and sha256_file(target) != first, "a completed save", job)
         wait_for(tmp.exists, "a save in flight", job, every=0.001)
         res = job.kill()
         assert res.rc == -signal.SIGKILL, res.describe()

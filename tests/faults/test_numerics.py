@@ -11,22 +11,21 @@ import textwrap
 
 import pytest
 import torch
+from faultkit import HESSIAN, RUN, SHARPNESS, SURFACE, one_line_error, run_all, train_args
 from torch import nn
 
-from landscape.models.checkpoint import build_model, load_checkpoint
+from landscape.analyze.inputs import load_analysis_input
 from landscape.errors import NumericsError
 from landscape.hessian import analyze_hessian
+from landscape.models.checkpoint import build_model, load_checkpoint
 from landscape.params import check_finite_parameters
 from landscape.provenance import hash_state
-from landscape.analyze.inputs import load_analysis_input
 from landscape.sharpness import analyze_sharpness
 from landscape.surface import compute_surface
 
-from faultkit import HESSIAN, RUN, SHARPNESS, SURFACE, one_line_error, run_all, train_args
-
 NAN_AT_CALL_11 = textwrap.dedent("""
     import json, sys
-    import landscape.train.run as run_mod
+    import landscape.train.trainer as run_mod
     from landscape.train.losses import IQALoss
 
     calls = {"n": 0}

@@ -7,14 +7,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from faultkit import RUN, one_line_error, run_all, train_args
 
 from landscape.provenance import sha256_file
 from landscape.report.build import KIND, _prepare
 from landscape.store import write_json
 from landscape.train.config import resolve_config
 from landscape.train.sweep import MANIFEST, prepare_output
-
-from faultkit import RUN, one_line_error, run_all, train_args
 
 
 def _snapshot(folder):
@@ -88,3 +87,39 @@ def test_force_replaces_and_same_sweep_report_regenerates_in_place(tmp_path, dat
                               "epochs": 1, "device": "cpu"})
     prepare_output(cfg, out, force=True)              # --force: the other sweep is gone, a new manifest
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST] and not (out / RUN).exists()
+
+
+@pytest.fixture(scope="module")
+def forced(tmp_path_factory, dataset, training, server):
+    """--force pointed at the command's own inputs, and at a symlink: every case refused, nothing deleted."""
+    root = tmp_path_factory.mktemp("forced")
+    sweep = root / "sweep"
+    shutil.copytree(training.ref, sweep)
+    data = root / "data"
+    shutil.copytree(dataset, data)
+    link = root / "link"
+    link.symlink_to(root / "plain")
+    (root / "plain").mkdir()
+    (root / "plain" / "notes.txt").write_text("mine\n")
+    snaps = {name: _snapshot(root / name) for name in ("sweep", "data", "plain")}
+    cases = {
+        "report_into_sweep": ["report", sweep, "--out", sweep, "--force"],
+        "report_above_sweep": ["report", sweep, "--out", root, "--force"],
+        "train_over_dataset": train_args(data, data, "--force"),
+        "train_above_dataset": train_args(data, root, "--force"),
+        "train_into_link": train_args(data, link, "--force"),
+    }
+    results = run_all(server, {k: [str(a) for a in v] for k, v in cases.items()})
+    return {"root": root, "r": results, "before": snaps}
+
+
+@pytest.mark.parametrize("case,needle", [("report_into_sweep", "is the input"),
+                                         ("report_above_sweep", "contains the input"),
+                                         ("train_over_dataset", "is the input"),
+                                         ("train_above_dataset", "contains the input"),
+                                         ("train_into_link", "symbolic link")])
+def test_force_never_deletes_an_input_or_follows_a_link(forced, case, needle):
+    one_line_error(forced["r"][case], needle)
+    root = forced["root"]
+    for name, snap in forced["before"].items():
+        assert _snapshot(root / name) == snap, f"{case} changed {name}"

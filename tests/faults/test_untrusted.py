@@ -12,12 +12,11 @@ import shutil
 import textwrap
 
 import pytest
-
-from landscape.models.checkpoint import load_checkpoint, safe_load
-from landscape.errors import CheckpointError
-from landscape.analyze.inputs import load_analysis_input
-
 from faultkit import HESSIAN, RUN, SHARPNESS, SURFACE, one_line_error, run_all, train_args
+
+from landscape.analyze.inputs import load_analysis_input
+from landscape.errors import CheckpointError
+from landscape.models.checkpoint import load_checkpoint, safe_load
 
 CONTROL = textwrap.dedent("""
     import sys, torch

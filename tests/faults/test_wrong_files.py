@@ -12,14 +12,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from faultkit import HESSIAN, RUN, SHARPNESS, copy_run, one_line_error, run_all
 
-from landscape.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from landscape.data import load_dataset, readable_records
 from landscape.errors import CheckpointError, DataError
 from landscape.hessian import load_hessian_result
+from landscape.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from landscape.report.collect import collect_sweep
-
-from faultkit import HESSIAN, RUN, SHARPNESS, copy_run, one_line_error, run_all
 
 TRAIN_SMALL = ["--model", "micro", "--batch-sizes", "16", "--epochs", "1", "--train-patches", "1",
                "--test-patches", "1", "--train-eval-images", "16", "--device", "cpu"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from landscape.data.records import (LoadOptions, RawRow, RawTable, parse_score, read_csv_table, register_format,
-                       require_dir, resolve_under)
+from landscape.data.formats._base import LoadOptions, RawRow, RawTable, register_format
+from landscape.data.formats._reading import parse_score, read_csv_table, require_dir, resolve_under
 
 ANNOTATION = "dmos.csv"
 SCORE_RANGE = (1.0, 5.0)

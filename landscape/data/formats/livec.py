@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from landscape.data.formats._base import LoadOptions, RawRow, RawTable, register_format
+from landscape.data.formats._reading import parse_score, require_dir, resolve_under
 from landscape.errors import DataError
-from landscape.data.records import (LoadOptions, RawRow, RawTable, parse_score, register_format, require_dir,
-                       resolve_under)
 
 NAMES_MAT = "Data/AllImages_release.mat"
 MOS_MAT = "Data/AllMOS_release.mat"

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from landscape.data.formats._base import LoadOptions, RawRow, RawTable, register_format
+from landscape.data.formats._reading import normalise_split, parse_score, read_csv_table, require_dir, resolve_under
 from landscape.errors import DataError
-from landscape.data.records import (LoadOptions, RawRow, RawTable, normalise_split, parse_score, read_csv_table,
-                       register_format, require_dir, resolve_under)
 
 NAME_COLUMNS = ("img_name", "dist_name")
 SCORE_COLUMNS = ("mos", "dmos")

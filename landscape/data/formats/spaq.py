@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from landscape.data.formats._base import LoadOptions, RawRow, RawTable, register_format
+from landscape.data.formats._reading import parse_score, require_dir, resolve_under
 from landscape.errors import DataError
-from landscape.data.records import (LoadOptions, RawRow, RawTable, parse_score, register_format, require_dir,
-                       resolve_under)
 
 ANNOTATION = "Annotations/MOS and Image attribute scores.xlsx"
 SCORE_RANGE = (0.0, 100.0)

@@ -1,0 +1,151 @@
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from landscape.errors import LandscapeError
+from landscape.figures import style as figstyle
+from landscape.figures import sweep as rf
+from landscape.report.stats import rank_correlation
+
+SIZES = [16, 32, 64, 128]
+
+
+def _check_written(paths, stem):
+    assert [p.suffix for p in paths] == [".pdf", ".png", ".svg"]
+    assert all(p.name.startswith(stem.name + ".") for p in paths)
+    for p in paths:
+        assert p.is_file() and p.stat().st_size > 500, p
+    pdf, png, svg = paths
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    assert b"<svg" in svg.read_bytes()[:2000]
+    with Image.open(png) as im:
+        dpi = im.info.get("dpi")
+        pix = np.asarray(im.convert("L"), dtype=float)
+    assert dpi is not None and dpi[0] == pytest.approx(300, abs=1)
+    assert pix.std() > 0  # not blank
+    assert not list(stem.parent.glob(".*.tmp"))  # no temp files left behind
+    return pix
+
+
+def test_figstyle_palette_sizes_and_save(tmp_path):
+    assert figstyle.figsize(1) == (3.35, 3.35 * 0.75)
+    assert figstyle.figsize(2, 0.5) == (7.0, 3.5)
+    with pytest.raises(LandscapeError):
+        figstyle.figsize(3)
+    colors = figstyle.batch_size_colors([128, 16, 64, 16])
+    assert list(colors) == [16, 64, 128]
+    assert colors[16] == figstyle.OKABE_ITO["blue"] and len(set(colors.values())) == 3
+    many = figstyle.batch_size_colors(range(1, 13))
+    assert len(set(many.values())) == 12
+    with figstyle.paper_style():
+        fig, ax = figstyle.new_figure(1)
+        ax.plot([0, 1], [0, 1])
+        assert fig.get_size_inches()[0] == pytest.approx(3.35)
+        import matplotlib
+        assert matplotlib.rcParams["font.size"] == figstyle.FONT_SIZE
+    stem = tmp_path / "sub" / "phi_eps1e-3"
+    paths = figstyle.save_figure(fig, stem)
+    pix = _check_written(paths, stem)
+    # 3.35 in at 300 dpi, give or take the tight bounding box
+    assert 0.8 * 3.35 * 300 < pix.shape[1] < 1.1 * 3.35 * 300
+    # deterministic vector output for identical figures
+    again = figstyle.save_figure(fig, tmp_path / "again")
+    assert again[0].read_bytes() == paths[0].read_bytes()
+    assert again[2].read_bytes() == paths[2].read_bytes()
+    with pytest.raises(LandscapeError):
+        figstyle.save_figure(Figure(), tmp_path / "x", formats=("jpg",))
+
+
+def test_measure_vs_gap(tmp_path):
+    rng = np.random.default_rng(0)
+    bs = [16, 16, 64, 64, 256, 256]
+    m = np.array([1.0, 1.2, 2.0, 2.5, 4.0, 3.5])
+    g = 0.02 * m + 0.01 * rng.normal(size=6)
+    corr = rank_correlation(m, g, n_boot=200)
+    stem = tmp_path / "phi_vs_gap"
+    paths = rf.measure_vs_gap(bs, m, g, stem, measure_std=0.1 * m, gap_std=[0.01] * 5 + [np.nan],
+                              measure_label="Keskar φ", correlation=corr,
+                              groups=["lin", "sqrt"] * 3, log_measure=True)
+    _check_written(paths, stem)
+    # without a correlation (the caller computes one) the figure is drawn without the tau label
+    paths = rf.measure_vs_gap(bs, m, g, tmp_path / "b")
+    _check_written(paths, tmp_path / "b")
+    with pytest.raises(LandscapeError, match="gap: has 2 values"):
+        rf.measure_vs_gap(bs, m, [0.1, 0.2], tmp_path / "c")
+
+
+def test_metric_vs_batch_size(tmp_path):
+    rng = np.random.default_rng(1)
+    panels = {
+        "test SRCC": {b: list(0.9 - 0.01 * np.log2(b) + 0.01 * rng.normal(size=2)) for b in SIZES},
+        "SRCC gap": {"linear LR": {b: [0.05 + 0.01 * np.log2(b), 0.06] for b in SIZES},
+                     "sqrt LR": {b: [0.04 + 0.01 * np.log2(b)] for b in SIZES}},
+        "λ_max": {b: [float(b)] for b in SIZES},
+    }
+    stem = tmp_path / "vs_bs"
+    _check_written(rf.metric_vs_batch_size(panels, stem), stem)
+    with pytest.raises(LandscapeError):
+        rf.metric_vs_batch_size({}, tmp_path / "x")
+
+
+def test_spectral_densities(tmp_path):
+    grid = np.linspace(-1, 10, 200)
+    curves = {b: (grid, np.exp(-((grid - np.log2(b)) ** 2))) for b in SIZES}
+    curves[16] = (grid, np.where(grid > 0, curves[16][1], 0.0))  # zeros on a log axis
+    stem = tmp_path / "esd"
+    _check_written(rf.spectral_densities(curves, stem), stem)
+    with pytest.raises(LandscapeError, match="density for batch size 32"):
+        rf.spectral_densities({32: (grid, grid[:5])}, tmp_path / "x")
+
+
+def test_interpolation_1d(tmp_path):
+    a = np.linspace(-0.5, 1.5, 21)
+    stem = tmp_path / "interp"
+    paths = rf.interpolation_1d(a, stem, train_loss=(a - 0.5) ** 2, test_loss=(a - 0.5) ** 2 + 0.1,
+                                train_srcc=0.9 - 0.1 * (a - 0.5) ** 2,
+                                test_srcc=0.8 - 0.1 * (a - 0.5) ** 2,
+                                endpoint_labels=("B = 16", "B = 512"))
+    _check_written(paths, stem)
+    _check_written(rf.interpolation_1d(a, tmp_path / "lossonly", train_loss=a ** 2),
+                   tmp_path / "lossonly")
+
+
+def test_contours_side_by_side(tmp_path):
+    x = np.linspace(-1, 1, 9)
+    xx, yy = np.meshgrid(x, x)
+    surfaces = {"B = 16": xx ** 2 + yy ** 2 + 0.1, "B = 512": 4 * (xx ** 2 + yy ** 2) + 0.1}
+    surfaces["B = 512"][0, 0] = np.nan  # a diverged cell
+    stem = tmp_path / "contours"
+    _check_written(rf.contours_side_by_side(surfaces, stem, x=x, y=x), stem)
+    _check_written(rf.contours_side_by_side(surfaces, tmp_path / "log", x=x, y=x, log_scale=True),
+                   tmp_path / "log")
+    with pytest.raises(LandscapeError, match="differ in shape"):
+        rf.contours_side_by_side({"a": np.ones((3, 3)), "b": np.ones((4, 3))}, tmp_path / "x")
+
+
+def test_training_curves(tmp_path):
+    runs = [{"batch_size": b, "seed": s,
+             "train_loss": list(1 / np.arange(1, 6) + 0.01 * s + 0.02 * np.log2(b)),
+             "val_srcc": list(0.5 + 0.08 * np.arange(5) - 0.01 * s - 0.02 * np.log2(b))}
+            for b in SIZES for s in (0, 1)]
+    runs[0]["epoch"] = [1, 2, 3, 4, 5]
+    runs[1].pop("val_srcc")
+    stem = tmp_path / "curves"
+    _check_written(rf.training_curves(runs, stem), stem)
+    with pytest.raises(LandscapeError, match="missing 'train_loss'"):
+        rf.training_curves([{"batch_size": 16}], tmp_path / "x")
+
+
+def test_throughput_memory(tmp_path):
+    thr = [100.0, 180.0, 300.0, 380.0]
+    stem = tmp_path / "throughput"
+    paths = rf.throughput_memory(SIZES, thr, [200.0, 350.0, 650.0, 1250.0], stem,
+                                 samples_per_s_std=[5, 6, 7, 8], memory_limit=1000.0,
+                                 b_simple=700.0, b_simple_err=200.0)
+    _check_written(paths, stem)
+    # CPU run: memory not measured
+    _check_written(rf.throughput_memory(SIZES, thr, [np.nan] * 4, tmp_path / "cpu"),
+                   tmp_path / "cpu")
+    with pytest.raises(LandscapeError, match="must be > 0"):
+        rf.throughput_memory([0, 16], [1, 2], [1, 2], tmp_path / "x")
