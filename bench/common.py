@@ -1,5 +1,8 @@
 """Shared pieces of the benchmarks: the micro Swin and its random data, a wall/CPU clock, the
-machine description and the relative error against a reference spectrum."""
+machine description and the relative error against a reference spectrum.
+
+The scripts beside this file import it as ``from common import ...`` (they put ``bench/`` on
+``sys.path``)."""
 from __future__ import annotations
 
 import os
@@ -52,6 +55,11 @@ class Clock:
         sync(self.device)
         self.wall, self.cpu = time.perf_counter() - self.w0, time.process_time() - self.c0
 
+    def now(self) -> tuple[float, float]:
+        """Wall and CPU seconds since the block started (the device synchronised first)."""
+        sync(self.device)
+        return time.perf_counter() - self.w0, time.process_time() - self.c0
+
 
 def machine() -> dict:
     """Processor, cores, load average (1, 5, 15 min), torch version and threads."""
@@ -68,7 +76,12 @@ def machine() -> dict:
                 torch=torch.__version__, threads=torch.get_num_threads(), gpu=gpu)
 
 
-def rel_err(values, ref) -> float:
-    """Largest relative error of ``values[i]`` against ``ref[i]`` (both most wanted first)."""
-    v, r = np.asarray(values, dtype=float), np.asarray(ref, dtype=float)[:len(values)]
+def rel_err(values, ref, nearest: bool = False) -> float:
+    """Largest relative error of ``values[i]`` against ``ref[i]`` (both most wanted first); with
+    ``nearest``, each value against the reference eigenvalue nearest to it instead."""
+    v, r = np.asarray(values, dtype=float), np.asarray(ref, dtype=float)
+    if nearest:
+        match = r[np.argmin(np.abs(r[None, :] - v[:, None]), axis=1)]
+        return float(np.max(np.abs(v - match) / np.abs(match)))
+    r = r[:len(values)]
     return float(np.max(np.abs(v - r) / np.abs(r)))

@@ -26,52 +26,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import Clock, build_model, random_batches, rel_err  # noqa: E402
+
 from landscape.hessian import HessianOperator, pyhessian_top_eigenvalues, top_eigenvalues  # noqa: E402
-
-
-def build_model(name: str) -> tuple[torch.nn.Module, int]:
-    """``micro``: 64 px, patch 4, window 4, embed 32, depths (2,2), heads (2,4), 1 output (136k
-    parameters); ``swin_tiny``: timm ``swin_tiny_patch4_window7_224`` (random init), 1 output."""
-    import timm
-    from timm.models.swin_transformer import SwinTransformer
-
-    if name == "micro":
-        return SwinTransformer(img_size=64, patch_size=4, window_size=4, embed_dim=32, depths=(2, 2),
-                               num_heads=(2, 4), num_classes=1), 64
-    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=1), 224
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class Clock:
-    """Wall and process-CPU seconds of a block (the device is synchronised at both ends)."""
-
-    def __init__(self, device):
-        self.device = device
-
-    def __enter__(self):
-        sync(self.device)
-        self.w0, self.c0 = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        sync(self.device)
-        self.wall, self.cpu = time.perf_counter() - self.w0, time.process_time() - self.c0
-
-    def now(self):
-        sync(self.device)
-        return time.perf_counter() - self.w0, time.process_time() - self.c0
 
 
 def product_costs(model, crit, batches, device, repeats=3):
@@ -104,12 +69,6 @@ def product_costs(model, crit, batches, device, repeats=3):
     return best["gradient"], best["fresh"], best["kept"], n_kept
 
 
-def rel_err(values, ref) -> float:
-    """Largest relative error after matching each value to the nearest reference eigenvalue."""
-    ref = np.asarray(ref)
-    return float(max(np.min(np.abs(ref - v)) / abs(ref[np.argmin(np.abs(ref - v))]) for v in values))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="micro", choices=["micro", "swin_tiny"])
@@ -133,11 +92,7 @@ def main() -> None:
     model, size = build_model(a.model)
     model = model.to(device).eval()
     crit = torch.nn.MSELoss()
-    g = torch.Generator().manual_seed(a.seed + 1)
-    X = torch.randn(a.samples, 3, size, size, generator=g)
-    Y = torch.randn(a.samples, 1, generator=g)
-    batches = [(X[i:i + a.batch_size].to(device), Y[i:i + a.batch_size].to(device))
-               for i in range(0, a.samples, a.batch_size)]
+    batches = random_batches(a.samples, a.batch_size, size, a.seed + 1, device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model {a.model} ({n_params} params), {a.samples} random samples in {len(batches)} batches of "
           f"{a.batch_size}, MSE, device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}",
@@ -186,9 +141,9 @@ def main() -> None:
     refvals = ref.eigenvalues
 
     rows = [dict(k=1, ours_s=c1.wall, ours_cpu=c1.cpu, ours_hvp=o1.n_matvecs, ours_conv=bool(o1.converged.all()),
-                 ours_err=rel_err(o1.eigenvalues, refvals), ours_vals=o1.eigenvalues.tolist()),
+                 ours_err=rel_err(o1.eigenvalues, refvals, nearest=True), ours_vals=o1.eigenvalues.tolist()),
             dict(k=5, ours_s=top5[0], ours_cpu=top5[1], ours_hvp=top5[2], ours_conv=top5[4],
-                 ours_err=rel_err(top5[3], refvals), ours_vals=np.asarray(top5[3]).tolist())]
+                 ours_err=rel_err(top5[3], refvals, nearest=True), ours_vals=np.asarray(top5[3]).tolist())]
     for row in rows:
         if row["k"] == 5 and a.skip_pyhessian_top5:
             row.update(py_s=float("nan"), py_cpu=float("nan"), py_hvp=0, py_err=float("nan"), py_vals=[])
@@ -196,7 +151,7 @@ def main() -> None:
             with Clock(device) as cp:
                 p = pyhessian_top_eigenvalues(model, crit, batches, top_n=row["k"], tol=a.tol,
                                               max_iter=a.pyhessian_max_iter, residuals=False)
-            row.update(py_s=p.seconds, py_cpu=cp.cpu, py_hvp=p.n_matvecs, py_err=rel_err(p.eigenvalues, refvals),
+            row.update(py_s=p.seconds, py_cpu=cp.cpu, py_hvp=p.n_matvecs, py_err=rel_err(p.eigenvalues, refvals, nearest=True),
                        py_vals=p.eigenvalues.tolist())
             print(f"PyHessian top-{row['k']}: {np.array2string(p.eigenvalues, precision=6)} in "
                   f"{p.seconds:.1f} s wall / {cp.cpu:.1f} s CPU, {p.n_matvecs} HVPs", flush=True)

@@ -216,8 +216,9 @@ class TrainPatches(IterableDataset):
         shard = np.arange(worker, len(self.records), n_workers)
         rng = np.random.default_rng([cfg.seed, epoch, n_workers, worker, 1])
         order = shard[rng.permutation(len(shard))]
-        pend_x: list[np.ndarray] = []
-        pend_id: list[np.ndarray] = []
+        # pending windows: (per-image crop stacks, image ids, shuffled order, next position); a
+        # batch gathers its patches straight from the windows it spans (one copy per patch)
+        pend: list[list] = []
         pending = 0
         for start in range(0, len(order), cfg.shuffle_window):
             xs, ids = [], []
@@ -230,20 +231,37 @@ class TrainPatches(IterableDataset):
             if not xs:
                 continue
             perm = rng.permutation(len(xs) * cfg.train_patch_num)
-            pend_x.append(np.concatenate(xs)[perm])
-            pend_id.append(np.concatenate(ids)[perm])
+            pend.append([xs, np.concatenate(ids), perm, 0])
             pending += len(perm)
             while pending >= cfg.batch_size:
-                x, i = np.concatenate(pend_x), np.concatenate(pend_id)
-                yield self._batch(x[:cfg.batch_size], i[:cfg.batch_size])
-                pend_x, pend_id = [x[cfg.batch_size:]], [i[cfg.batch_size:]]
+                yield self._batch(*_take(pend, cfg.batch_size))
                 pending -= cfg.batch_size
         if pending and not cfg.drop_last:
-            yield self._batch(np.concatenate(pend_x), np.concatenate(pend_id))
+            yield self._batch(*_take(pend, pending))
 
     def _batch(self, x: np.ndarray, ids: np.ndarray) -> PatchBatch:
         return PatchBatch(normalize_patches(x), torch.from_numpy(self.scores[ids].copy()),
                           torch.from_numpy(ids.copy()))
+
+
+def _take(pend: list[list], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The next ``n`` patches and image ids of the pending windows, in shuffled order
+    (consumed windows are dropped from ``pend``)."""
+    xs, ids = [], []
+    while n:
+        stacks, i, perm, pos = pend[0]
+        sel = perm[pos:pos + n]
+        per = len(stacks[0])
+        xs.append(np.stack([stacks[j // per][j % per] for j in sel]))
+        ids.append(i[sel])
+        n -= len(sel)
+        if pos + len(sel) == len(perm):
+            pend.pop(0)
+        else:
+            pend[0][3] = pos + len(sel)
+    if len(xs) == 1:
+        return xs[0], ids[0]
+    return np.concatenate(xs), np.concatenate(ids)
 
 
 class _OneLineErrors:
