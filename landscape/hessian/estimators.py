@@ -9,12 +9,15 @@
 
 Each takes a :class:`landscape.hessian.operator.CurvatureOperator` and returns a frozen
 result of :mod:`landscape.hessian.results` carrying its cost (``n_matvecs``, ``seconds``).
+Each takes an optional ``progress(info)`` called after every product call with the dict of
+:func:`progress_info` (``part``, ``products`` done, ``budget``, ``elapsed`` and ``eta``
+seconds, and for top-k the current ``eigenvalues`` and their ``errors``).
 """
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Literal, get_args
+from typing import Any, Callable, Literal, get_args
 
 import numpy as np
 import torch
@@ -33,6 +36,30 @@ TraceMethod = Literal["hutch++", "hutchinson"]
 STARTS: tuple[str, ...] = get_args(Start)
 TRACE_METHODS: tuple[str, ...] = get_args(TraceMethod)
 START_NOISE = 0.1
+Progress = Callable[[dict], None]
+
+
+def progress_info(part: str, products: int, budget: int, elapsed: float, **extra: Any) -> dict[str, Any]:
+    """The dict a ``progress`` callback receives: ``part`` (topk/trace/density), ``products`` done
+    so far, ``budget`` (the most products the part may spend: top-k's ``max_iter``, trace's
+    ``n_matvecs``, density's ``n_runs * steps``), ``elapsed`` seconds and ``eta`` seconds (the
+    budget left at the mean cost per product so far: an upper bound for top-k, which usually
+    stops earlier), plus ``extra`` fields."""
+    eta = elapsed / products * max(budget - products, 0) if products > 0 else float("nan")
+    return dict(part=part, products=int(products), budget=int(budget), elapsed=float(elapsed), eta=float(eta),
+                **extra)
+
+
+def _reporting(op: CurvatureOperator, part: str, budget: int, progress: Progress | None, t0: float, mv0: int):
+    """``op.matmat``, followed by a ``progress`` report after each call (``op.matmat`` itself when None)."""
+    if progress is None:
+        return op.matmat
+
+    def matmat(V: torch.Tensor) -> torch.Tensor:
+        out = op.matmat(V)
+        progress(progress_info(part, op.n_matvecs - mv0, budget, time.perf_counter() - t0))
+        return out
+    return matmat
 
 
 def check_trace_method(method: str) -> str:
@@ -78,7 +105,7 @@ def start_vector(op: CurvatureOperator, start: str, which: str, seed: int) -> tu
 def top_eigenvalues(op: CurvatureOperator, k: int = 5, *, which: Which = "LA", tol: float = 1e-3,
                     stop: Stop = "residual", max_iter: int = 200, max_basis: int | None = None,
                     seed: int = 0, start: Start = "auto", eigenvectors: bool = False,
-                    callback=None) -> HessianEigen:
+                    callback=None, progress: Progress | None = None) -> HessianEigen:
     """Top-``k`` eigenpairs of ``op`` by :func:`landscape.linalg.lanczos` (``which``: LA/SA/LM).
 
     Start vector by :func:`start_vector` (seeded, on the model's device); ``max_iter`` caps
@@ -86,14 +113,24 @@ def top_eigenvalues(op: CurvatureOperator, k: int = 5, *, which: Which = "LA", t
     (estimated eigenvalue error ``<= tol |lambda|``). ``seconds`` includes the start vector.
     ``which`` and ``stop`` are validated by :func:`landscape.linalg.lanczos` (and up front by
     :class:`landscape.hessian.HessianConfig` on the :func:`~landscape.hessian.analyze_hessian` path).
+    ``callback``: :func:`landscape.linalg.lanczos`'s per-step callback; ``progress``: a
+    :func:`progress_info` dict after each Lanczos step, with ``eigenvalues`` (current wanted
+    Ritz values) and ``errors`` (their error bounds); its last ``products`` is the result's ``n_matvecs``.
     """
     t0, mv0 = time.perf_counter(), op.n_matvecs
     if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > op.n:
         raise LandscapeError(f"top_k={k} exceeds the number of parameters ({op.n})")
     q0, rule = start_vector(op, start, which, seed)
+    step = callback
+    if progress is not None:
+        def step(mv, theta, res, err):
+            if callback is not None:
+                callback(mv, theta, res, err)
+            progress(progress_info("topk", op.n_matvecs - mv0, max_iter, time.perf_counter() - t0,
+                                   eigenvalues=[float(v) for v in theta], errors=[float(v) for v in err]))
     r = linalg.lanczos(op.matmat, op.n, k, which=which, tol=tol, stop=stop,
                        max_iter=max_iter, max_basis=max_basis, seed=seed, start=q0, device=op.device,
-                       dtype=op.dtype, eigenvectors=eigenvectors, callback=callback)
+                       dtype=op.dtype, eigenvectors=eigenvectors, callback=step)
     vecs = r.eigenvectors.cpu().numpy() if r.eigenvectors is not None else None
     return HessianEigen(r.eigenvalues, r.residuals, r.error_estimates, r.converged, which, float(tol),
                         stop, int(max_iter), op.n_matvecs - mv0, r.n_restarts,
@@ -101,29 +138,31 @@ def top_eigenvalues(op: CurvatureOperator, k: int = 5, *, which: Which = "LA", t
 
 
 def hessian_trace(op: CurvatureOperator, *, method: TraceMethod = "hutch++", n_matvecs: int = 60,
-                  seed: int = 0, block_size: int | None = None) -> HessianTrace:
+                  seed: int = 0, block_size: int | None = None, progress: Progress | None = None) -> HessianTrace:
     """Trace of ``op`` by Hutch++ (default) or Hutchinson with a fixed budget of products.
 
-    ``block_size`` caps the probe columns per :meth:`HessianOperator.matmat` call (memory).
+    ``block_size`` caps the probe columns per :meth:`HessianOperator.matmat` call (memory);
+    ``progress``: a :func:`progress_info` dict (budget ``n_matvecs``) after each product call.
     """
     check_trace_method(method)
     fn = linalg.hutchpp if method == "hutch++" else linalg.hutchinson
     t0, mv0 = time.perf_counter(), op.n_matvecs
-    r = fn(op.matmat, op.n, n_matvecs, seed=seed, device=op.device, dtype=op.dtype, block_size=block_size)
+    r = fn(_reporting(op, "trace", n_matvecs, progress, t0, mv0), op.n, n_matvecs, seed=seed, device=op.device, dtype=op.dtype, block_size=block_size)
     return HessianTrace(r.trace, r.stderr, r.method, op.n_matvecs - mv0, r.exact_part, r.samples,
                         time.perf_counter() - t0, **_meta(op, seed))
 
 
 def spectral_density(op: CurvatureOperator, *, n_runs: int = 4, steps: int = 60, seed: int = 0,
                      sigma: float | None = None, sigma_rel: float = 0.01,
-                     n_grid: int = 1024) -> HessianDensity:
+                     n_grid: int = 1024, progress: Progress | None = None) -> HessianDensity:
     """Spectral density of ``op`` by SLQ (:func:`linalg.slq`) smoothed by :func:`linalg.gaussian_density`.
 
     Kernel width ``sigma`` (absolute), default ``sigma_rel * (max node - min node)``;
     ``trace_stderr = n * std_r(per-run mean) / sqrt(n_runs)`` (NaN for one run: it cannot be estimated).
+    ``progress``: a :func:`progress_info` dict (budget ``n_runs * steps``) after each product call.
     """
     t0, mv0 = time.perf_counter(), op.n_matvecs
-    r = linalg.slq(op.matmat, op.n, n_runs, steps, seed=seed, device=op.device, dtype=op.dtype)
+    r = linalg.slq(_reporting(op, "density", n_runs * steps, progress, t0, mv0), op.n, n_runs, steps, seed=seed, device=op.device, dtype=op.dtype)
     grid, dens, sig = linalg.gaussian_density(r.nodes, r.weights, sigma=sigma, sigma_rel=sigma_rel,
                                               n_grid=n_grid)
     per_run = np.nansum(r.nodes * r.weights, axis=1)

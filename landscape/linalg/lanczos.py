@@ -39,29 +39,58 @@ def _order(theta: np.ndarray, which: str) -> np.ndarray:
     return np.argsort(-np.abs(theta), kind="stable")
 
 STOP_RULES = ("residual", "eigenvalue")
+#: ``stop='eigenvalue'`` stops only when the test has held on this many consecutive steps.
+CONSECUTIVE = 2
 
 
-def error_estimates(theta: np.ndarray, idx: np.ndarray, res: np.ndarray) -> np.ndarray:
-    """Eigenvalue error estimates ``min(r_i, r_i^2 / gap_i)`` for Ritz values ``theta[idx]``.
+def error_estimates(theta: np.ndarray, idx: np.ndarray, res: np.ndarray,
+                    all_res: np.ndarray | None = None) -> np.ndarray:
+    """Eigenvalue error bounds for the wanted Ritz values ``theta[idx]`` (residuals ``res``).
 
-    ``r_i`` (the residual norm) is a guaranteed bound (Weyl); ``r_i^2 / gap_i`` is the
-    Kato-Temple order of the error with ``gap_i`` the distance from ``theta[idx[i]]`` to the
-    nearest other Ritz value: an estimate, not a bound (the gap to the true spectrum can be
-    smaller while neighbouring Ritz values are still moving).
+    Three bounds on ``|lambda_i - theta_i|``, the smallest is returned:
+
+    - ``r_i``, the residual norm ``||A y_i - theta_i y_i||``: guaranteed (Weyl/Kahan: some
+      eigenvalue lies within ``r_i``), used alone for values in a cluster;
+    - the single-value quadratic bound ``r_i^2 / gap_i`` (Kato-Temple), valid when no other
+      eigenvalue of ``A`` lies within ``gap_i`` of ``theta_i``;
+    - the block quadratic bound ``||R||^2 / delta`` with ``||R||^2 = sum_wanted r_j^2`` (the
+      Lanczos block residual ``beta q e_m^T S_wanted`` has rank one) and ``delta`` the distance
+      from the wanted Ritz values to the unwanted spectrum (Mathias 1998; Li and Li 2005):
+      tight for a cluster inside the wanted set.
+
+    The gaps are estimated *conservatively* from the Ritz data: an unwanted Ritz value
+    ``theta_j`` (residual ``all_res[j]``) may stand for an eigenvalue anywhere within
+    ``all_res[j]`` of it (Ritz values converge from the inside of the spectrum, so an
+    unconverged one understates how close its eigenvalue is), so
+    ``gap_i = min_j (|theta_i - theta_j| - r_j)`` over every other Ritz value and
+    ``delta = min_{i wanted, j unwanted} (|theta_i - theta_j| - r_j)``. A gap ``<= 0`` drops
+    that quadratic bound. ``all_res`` (residuals of every entry of ``theta``) defaults to
+    ``res`` on the wanted entries and 0 elsewhere. The quadratic bounds remain estimates: an
+    eigenvalue the Krylov space has not seen yet can sit inside a gap, which is why
+    :func:`lanczos` also requires the test on :data:`CONSECUTIVE` steps.
     """
+    theta = np.asarray(theta, dtype=np.float64)
+    idx = np.asarray(idx, dtype=np.int64)
     out = np.array(res, dtype=np.float64, copy=True)
+    rall = np.zeros(len(theta)) if all_res is None else np.array(all_res, dtype=np.float64, copy=True)
+    rall[idx] = out
+    unwanted = np.setdiff1d(np.arange(len(theta)), idx)
+    delta = np.inf
+    if len(unwanted):
+        delta = float(np.min(np.abs(theta[idx][:, None] - theta[unwanted][None, :]) - rall[unwanted][None, :]))
+    block = float(np.sum(out ** 2)) / delta if delta > 0 else np.inf
     for pos, i in enumerate(idx):
-        others = np.delete(theta, i)
-        if len(others):
-            gap = float(np.min(np.abs(others - theta[i])))
-            if gap > 0:
-                out[pos] = min(out[pos], out[pos] ** 2 / gap)
+        others = np.delete(np.arange(len(theta)), i)
+        gap = float(np.min(np.abs(theta[others] - theta[i]) - rall[others])) if len(others) else np.inf
+        single = out[pos] ** 2 / gap if gap > 0 else np.inf
+        out[pos] = min(out[pos], single, block)
     return out
 
 
-def _accuracy(theta: np.ndarray, idx: np.ndarray, res: np.ndarray, stop: str) -> np.ndarray:
-    """What the convergence test compares with ``tol * |theta|``: residual or error estimate."""
-    return res if stop == "residual" else error_estimates(theta, idx, res)
+def _accuracy(theta: np.ndarray, idx: np.ndarray, res: np.ndarray, stop: str,
+              all_res: np.ndarray | None = None) -> np.ndarray:
+    """What the convergence test compares with ``tol * |theta|``: residual or error bound."""
+    return res if stop == "residual" else error_estimates(theta, idx, res, all_res)
 
 
 def _fresh_run_converged(T2: np.ndarray, beta: float, which: str, tol: float, floor: float,
@@ -71,7 +100,7 @@ def _fresh_run_converged(T2: np.ndarray, beta: float, which: str, tol: float, fl
         return False
     th, S2 = np.linalg.eigh(T2)
     ends = np.array({"LA": [len(th) - 1], "SA": [0], "LM": [0, len(th) - 1]}[which])
-    acc = _accuracy(th, ends, beta * np.abs(S2[-1, ends]), stop)
+    acc = _accuracy(th, ends, beta * np.abs(S2[-1, ends]), stop, beta * np.abs(S2[-1]))
     return bool(np.all(acc <= np.maximum(tol * np.abs(th[ends]), floor)))
 
 
@@ -81,8 +110,9 @@ class LanczosResult:
 
     ``residuals[i] = ||A y_i - eigenvalues[i] y_i||_2`` for the unit Ritz vector ``y_i``; by
     Weyl's bound some eigenvalue of ``A`` lies within that distance. ``error_estimates``:
-    :func:`error_estimates` (``min(r, r^2/gap)``). ``converged[i]``: the quantity
-    named by ``stop`` (``residual``, default, or ``eigenvalue``: the error estimate) ``<= tol * max(|eigenvalues[i]|, 100 eps ||A||)``
+    :func:`error_estimates` (``min(r, r^2/gap, ||R||^2/delta)``, conservative gaps). ``converged[i]``:
+    the quantity named by ``stop`` (``residual``, default, or ``eigenvalue``: the error bound)
+    ``<= tol * max(|eigenvalues[i]|, 100 eps ||A||)``
     (the floor only matters for eigenvalues at rounding level).
     ``eigenvectors``: ``[n, k]`` (caller's dtype) or None.
     """
@@ -116,8 +146,10 @@ def lanczos(matmat: MatMat, n: int, k: int, *, which: str = "LA", tol: float = 1
     the basis spans an invariant subspace of size ``n``. ``stop='residual'`` (default):
     ``||A y - theta y|| <= tol * |theta|`` (estimated during the run as ``beta * |s_last|``), which
     guarantees ``|theta - lambda| <= tol * |theta|`` for some eigenvalue; ``'eigenvalue'``: the
-    error estimate ``min(r, r^2/gap) <= tol * |theta|`` (eigenvalues to relative accuracy ``tol``
-    in far fewer steps; :func:`error_estimates`).
+    error bound of :func:`error_estimates` (``min(r, r^2/gap, ||R||^2/delta)`` with gaps shrunk by
+    the neighbours' residuals) ``<= tol * |theta|`` on :data:`CONSECUTIVE` (2) consecutive steps:
+    eigenvalues to relative accuracy ``tol`` in fewer steps than the residual rule (which needs
+    ``r <= tol |theta|``, about twice the digits, since the error is of order ``r^2``).
 
     A Krylov space holds one direction per eigenspace, so when ``beta`` drops to rounding level
     (``<= 1000 eps ||A||``: an invariant subspace) the run goes on from a random vector orthogonal to the basis and
@@ -157,7 +189,7 @@ def lanczos(matmat: MatMat, n: int, k: int, *, which: str = "LA", tol: float = 1
     if not norm > 0 or not math.isfinite(norm):
         raise LandscapeError("start vector is zero or not finite")
     q = q / norm
-    j = matvecs = restarts = fresh = 0       # fresh: first index of the run after a breakdown
+    j = matvecs = restarts = fresh = streak = 0       # fresh: first index of the run after a breakdown
     anorm = 0.0
     while True:
         Q[j] = q
@@ -177,13 +209,17 @@ def lanczos(matmat: MatMat, n: int, k: int, *, which: str = "LA", tol: float = 1
         anorm = max(anorm, float(np.abs(theta).max()))
         floor = breakdown_floor(dtype, anorm)
         want = _order(theta, which)[:k]
-        est = beta * np.abs(S[j - 1, want])
-        ok = _accuracy(theta, want, est, stop) <= np.maximum(tol * np.abs(theta[want]), floor)
+        est_all = beta * np.abs(S[j - 1])
+        est = est_all[want]
+        errs = error_estimates(theta, want, est, est_all)
+        ok = (est if stop == "residual" else errs) <= np.maximum(tol * np.abs(theta[want]), floor)
         invariant = beta <= breakdown_floor(dtype, anorm, BREAKDOWN)
         if callback is not None:
-            callback(matvecs, theta[want], est, error_estimates(theta, want, est))
+            callback(matvecs, theta[want], est, errs)
         fresh_ok = fresh == 0 or _fresh_run_converged(T[fresh:j, fresh:j], beta, which, tol, floor, stop)
-        if (len(want) == k and ok.all() and fresh_ok and not invariant) or j == n or matvecs >= max_iter:
+        passed = len(want) == k and bool(ok.all()) and fresh_ok and not invariant
+        streak = streak + 1 if passed else 0
+        if streak >= (1 if stop == "residual" else CONSECUTIVE) or j == n or matvecs >= max_iter:
             break
         if invariant:
             # the basis spans an invariant subspace, which holds one vector per eigenspace: go on
@@ -214,7 +250,9 @@ def lanczos(matmat: MatMat, n: int, k: int, *, which: str = "LA", tol: float = 1
     ynorm = Y.norm(dim=1)
     res = (AY - lam[:, None] * Y).norm(dim=1) / ynorm
     residuals = res.double().cpu().numpy()
-    errors = error_estimates(theta, want, residuals)
+    all_res = beta * np.abs(S[j - 1])                 # unwanted residuals: the step's estimates
+    all_res[want] = residuals
+    errors = error_estimates(theta, want, residuals, all_res)
     acc = residuals if stop == "residual" else errors
     converged = acc <= np.maximum(tol * np.abs(theta[want]), breakdown_floor(dtype, anorm))
     vecs = (Y / ynorm[:, None]).T.contiguous() if eigenvectors else None

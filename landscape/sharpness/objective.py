@@ -266,7 +266,29 @@ class PerturbedLoss:
         if g is not None and not bool(torch.isfinite(g).all()):
             raise NumericsError(f"gradient of the {what} holds NaN or infinite values")
         sc = torch.cat(outs).cpu().numpy() if outs else None
+        for tick in _EVALUATION_LISTENERS:
+            tick()
         return Evaluation(loss, g, sc)
+
+
+_EVALUATION_LISTENERS: list = []
+
+
+@contextlib.contextmanager
+def counting_evaluations(listener) -> Iterator[None]:
+    """Call ``listener(n)`` after each :meth:`PerturbedLoss.evaluate` inside the block, ``n`` the
+    evaluations (loss, or loss and gradient, over all batches) counted so far in it (progress of a
+    measure; the measures themselves need no progress argument)."""
+    count = [0]
+
+    def tick() -> None:
+        count[0] += 1
+        listener(count[0])
+    _EVALUATION_LISTENERS.append(tick)
+    try:
+        yield
+    finally:
+        _EVALUATION_LISTENERS.remove(tick)
 
 
 def prepare(model: nn.Module, batches: Iterable[Batch]) -> list[Batch]:

@@ -27,6 +27,7 @@ equal the single-process keys.
 from __future__ import annotations
 
 import dataclasses
+import time
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from landscape.sharpness.adaptive import RHO_L2, RHO_LINF, AdaptiveConfig, Adapt
 from landscape.sharpness.average import RHO_AVERAGE, AverageConfig, AverageResult, average_sharpness
 from landscape.sharpness.keskar import KESKAR_EPS, KESKAR_SUBSPACE_DIM, KeskarConfig, KeskarResult, keskar_sharpness
 from landscape.sharpness.noise_scale import NoiseScaleResult, gradient_noise_scale
-from landscape.sharpness.objective import criterion_name, hash_batches, prepare, require_positive
+from landscape.sharpness.objective import counting_evaluations, criterion_name, hash_batches, prepare, require_positive
 from landscape.sharpness.pacbayes import PacBayesConfig, PacBayesResult, pacbayes_flatness
 from landscape.store import attrs_from_h5, attrs_to_h5, check_h5_fields, open_h5, update_h5
 
@@ -258,12 +259,17 @@ def analyze_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[
                       pacbayes: PacBayesConfig = PacBayesConfig(), noise: NoiseConfig = NoiseConfig(),
                       h5_path: str | Path | None = None, provenance: Mapping[str, Any] | None = None,
                       seed: int = 0, train: bool = False,
-                      progress: Callable[[str], None] | None = None) -> SharpnessSuite:
+                      progress: Callable[[str], None] | None = None,
+                      step_progress: Callable[[dict], None] | None = None) -> SharpnessSuite:
     """Run the requested measures over their grids; store and resume parts when ``h5_path`` is given.
 
     The config templates (``keskar=``, ``adaptive=`` ...) set everything but the
     grid value, ``seed`` and ``train``, which come from the arguments. Returns a
-    :class:`SharpnessSuite` with every result (computed now or loaded).
+    :class:`SharpnessSuite` with every result (computed now or loaded). ``progress(message)``:
+    one line per part (stored / done). ``step_progress(info)``: before each part and after the
+    last, ``{"measure": part label (or "done"), "step": parts finished, "total": parts,
+    "elapsed": s, "eta": s}`` with ``eta`` the parts left to compute at the mean time of the
+    parts computed so far (NaN before the first).
     """
     parts = plan_parts(measures, eps=eps, keskar_spaces=keskar_spaces, subspace_dim=subspace_dim,
                        rho_linf=rho_linf, rho_l2=rho_l2, rho_average=rho_average, keskar=keskar,
@@ -274,7 +280,19 @@ def analyze_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[
                 "criterion": criterion_name(criterion), "version": SPEC_VERSION}
     stored = dist.broadcast_object(_stored(Path(h5_path) if h5_path is not None and dist.is_main() else None))
     suite = SharpnessSuite()
-    for part in parts:
+    t0, spent, n_run = time.perf_counter(), 0.0, 0
+
+    def report(step: int, label: str, evaluations: int | None = None) -> None:
+        if step_progress is not None:
+            left = len(parts) - step
+            eta = spent / n_run * left if n_run else float("nan")
+            info = {"measure": label, "step": step, "total": len(parts),
+                    "elapsed": time.perf_counter() - t0, "eta": eta}
+            if evaluations is not None:
+                info["evaluations"] = evaluations
+            step_progress(info)
+    for step, part in enumerate(parts):
+        report(step, part.label)
         spec = {"measure": part.measure, "config": asdict(part.config), **identity}
         path = f"{part.measure}/{content_key(spec)}"
         suite.keys.append(path)
@@ -284,7 +302,10 @@ def analyze_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[
             if progress:
                 progress(f"{part.label}: stored ({path})")
         else:
-            result = run_part(model, criterion, data, part)
+            started = time.perf_counter()
+            with counting_evaluations(lambda n, step=step, label=part.label: report(step, label, n)):
+                result = run_part(model, criterion, data, part)
+            spent, n_run = spent + time.perf_counter() - started, n_run + 1
             suite.computed.append(path)
             if h5_path is not None and dist.is_main():
                 # the caller's fields win (e.g. a richer ``criterion`` description); ours fill the gaps
@@ -303,6 +324,7 @@ def analyze_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[
             setattr(suite, part.measure, result)
         else:
             getattr(suite, part.measure).append(result)
+    report(len(parts), "done")
     return suite
 
 

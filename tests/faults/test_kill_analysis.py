@@ -120,3 +120,16 @@ def test_surface_resume_computes_only_missing_cells_and_equals_uninterrupted(ana
     assert sorted(got.values) == sorted(ref.values) and "train_loss" in got.values
     for name, values in ref.values.items():
         np.testing.assert_allclose(got.values[name], values, rtol=1e-10, atol=1e-12, equal_nan=True, err_msg=name)
+
+
+def test_long_analyses_show_progress_on_stderr(analyses):
+    """Hessian: products done / budget, current eigenvalue estimates and ETA; sharpness: measure,
+    step / total, loss evaluations and ETA (real process, stderr not a terminal)."""
+    lines = analyses.ref_result.err_lines
+    hess = [ln for ln in lines if " hessian topk: " in ln]
+    assert hess and all(re.search(r"topk: \d+/\d+ products, lambda -?[\d.e+-]+, eta (\d+m)?\d+s$", ln)
+                        for ln in hess), lines
+    assert any(" hessian trace: " in ln for ln in lines) and any(" hessian density: " in ln for ln in lines), lines
+    sharp = [ln for ln in lines if " sharpness " in ln and ": step " in ln]
+    assert any(re.search(r"sharpness keskar .*: step 0/4, \d+ loss evaluations, eta", ln) for ln in sharp), sharp
+    assert any(ln.endswith("sharpness done: step 4/4, eta 0s") for ln in sharp), sharp
