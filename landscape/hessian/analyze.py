@@ -8,7 +8,8 @@ model and per block on request, :func:`~landscape.hessian.top_eigenvalues` (Lanc
 part is stored (:mod:`landscape.hessian.storage`) as soon as it is done, keyed by
 :func:`landscape.provenance.content_key` of ``{model state hash, data hash (hash_batches),
 mode, weight_decay, engine, the stable user provenance, part, block, params, settings of the
-part}``; a part already stored under the same key is loaded, not recomputed.
+part}``; a part already stored under the same key (the latest or an earlier one: results of
+other settings are kept beside it) is loaded, not recomputed.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from landscape.hessian.estimators import (
 )
 from landscape.hessian.operator import CurvatureOperator, HessianOperator
 from landscape.hessian.results import HessianAnalysis
-from landscape.hessian.storage import H5_GROUP, load_hessian_result, save_hessian_result, stored_key
+from landscape.hessian.storage import H5_GROUP, load_hessian_result, save_hessian_result, stored_keys
 from landscape.provenance import content_key, hash_state
 from landscape.provenance import provenance as make_provenance
 
@@ -130,24 +131,26 @@ class HessianConfig:
                             sigma_rel=self.sigma_rel, n_grid=self.n_grid) if self.density else None,
         }
 
-    def runners(self) -> dict[str, Callable[[CurvatureOperator], Any]]:
-        """Part name -> the estimator call with these settings."""
+    def runners(self, progress: Callable[[dict], None] | None = None
+                ) -> dict[str, Callable[[CurvatureOperator], Any]]:
+        """Part name -> the estimator call with these settings (``progress``: the estimators' callback)."""
         return {
             "topk": lambda o: top_eigenvalues(o, self.top_k, which=self.which, tol=self.tol, stop=self.stop,
                                               max_iter=self.max_iter, max_basis=self.max_basis, seed=self.seed,
-                                              start=self.start, eigenvectors=self.eigenvectors),
+                                              start=self.start, eigenvectors=self.eigenvectors, progress=progress),
             "trace": lambda o: hessian_trace(o, method=self.trace_method, n_matvecs=self.trace_matvecs,
-                                             seed=self.seed, block_size=self.block_size),
+                                             seed=self.seed, block_size=self.block_size, progress=progress),
             "density": lambda o: spectral_density(o, n_runs=self.density_runs, steps=self.density_steps,
                                                   seed=self.seed, sigma=self.sigma, sigma_rel=self.sigma_rel,
-                                                  n_grid=self.n_grid),
+                                                  n_grid=self.n_grid, progress=progress),
         }
 
 
 def analyze_hessian(model: nn.Module, criterion: Criterion, batches: Iterable[Batch],
                     config: HessianConfig | None = None, *, operator: CurvatureOperator | None = None,
                     h5_path: str | Path | None = None, provenance: Mapping[str, Any] | None = None,
-                    group: str = H5_GROUP, **options: Any) -> HessianAnalysis:
+                    group: str = H5_GROUP, progress: Callable[[dict], None] | None = None,
+                    **options: Any) -> HessianAnalysis:
     """Top-k eigenvalues, trace and density of the full-data Hessian (and per block on request).
 
     Settings: ``config`` or its fields as keyword ``options``
@@ -161,7 +164,8 @@ def analyze_hessian(model: nn.Module, criterion: Criterion, batches: Iterable[Ba
     from ``batches`` and the operator settings (``train``, ``weight_decay``,
     ``max_retained_batches``, then ignored), e.g. :class:`landscape.hessian.DataParallelHessian`.
     Under a process group rank 0 alone reads and writes ``h5_path`` and tells the other ranks
-    what it found.
+    what it found. ``progress(info)``: called after each product of a part computed now with
+    :func:`~landscape.hessian.estimators.progress_info`'s dict plus ``block`` ("" for the whole model).
     """
     cfg = HessianConfig.resolve(config, options)
     op = operator if operator is not None else HessianOperator(
@@ -183,7 +187,7 @@ def analyze_hessian(model: nn.Module, criterion: Criterion, batches: Iterable[Ba
                 "mode": op.mode, "weight_decay": op.weight_decay, "user": prov}
         if "engine" in engine:
             base["engine"] = engine["engine"]
-    specs, runners = cfg.specs(), cfg.runners()
+    specs = cfg.specs()
     parts: dict[str | None, dict[str, Any]] = {name: {} for name, _ in targets}
     loaded: list[str] = []
     total = 0
@@ -198,14 +202,16 @@ def analyze_hessian(model: nn.Module, criterion: Criterion, batches: Iterable[Ba
                     key = content_key({**base, "part": part, "block": name or "",
                                        "params": o.param_names if name else "all", **spec})
                     stored = None
-                    if writer and stored_key(h5_path, part, block=name, group=group) == key:
-                        stored = load_hessian_result(h5_path, part, block=name, group=group)[0]
+                    if writer and key in stored_keys(h5_path, part, block=name, group=group):
+                        stored = load_hessian_result(h5_path, part, block=name, group=group, key=key)[0]
                     stored = dist.broadcast_object(stored)
                     if stored is not None:
                         parts[name][part] = stored
                         loaded.append(f"blocks/{name}/{part}" if name else part)
                         continue
-                value = runners[part](o)
+                report = None if progress is None else (
+                    lambda info, b=name or "": progress({**info, "block": b}))
+                value = cfg.runners(report)[part](o)
                 total += value.n_matvecs
                 parts[name][part] = value
                 if writer:

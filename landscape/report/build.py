@@ -2,17 +2,26 @@
 
 Everything is read from stored results (:mod:`.collect`); nothing is recomputed, so the
 report can be regenerated at any time. Output folder layout: ``table.{md,tex,csv}``,
-``runs.csv``, ``stats.{md,csv}``, ``stats.json``, ``figures/*.{pdf,png,svg}``, ``index.html``,
-``report.json`` (marks the folder as a landscape report).
+``runs.csv``, ``stats.{md,csv}``, ``stats.json``, ``settings.md``, ``summary.md``,
+``figures/*.{pdf,png,svg}``, ``index.html``, ``report.json`` (marks the folder as a complete
+landscape report). ``.report-incomplete`` is written first and removed last: a report killed
+half-way is recognised and regenerated in place (no ``--force``).
+
+Per measure the report uses one setting (:mod:`landscape.report.settings`), states it (the
+settings table in ``summary.md``, ``settings.md``, ``index.html``, ``report.json``) and never
+mixes settings: a measure analysed with different settings on different runs is not compared,
+with one line naming the runs, the settings and the option (``--samples N``, ``--setting
+MEASURE.KEY=VALUE``). Values left out of the means (non-finite ...) are listed, the run named.
 """
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -22,11 +31,13 @@ from landscape.formatting import render_table
 from landscape.provenance import provenance
 from landscape.report.analysis import ReportStats, compute_stats
 from landscape.report.collect import SweepData, collect_sweep
+from landscape.report.settings import parse_filters
 from landscape.report.stats import ci_text
-from landscape.report.tables import config_rows, label, stats_rows, write_tables, write_text
+from landscape.report.tables import config_rows, label, settings_rows, stats_rows, write_tables, write_text
 from landscape.store import read_json, safe_rmtree, write_json
 
 KIND = "landscape-report"
+INCOMPLETE = ".report-incomplete"     # written first, removed last: a killed report is regenerated in place
 
 
 @dataclass
@@ -36,14 +47,19 @@ class ReportResult:
     figures: dict[str, list[Path]]
     missing: list[str]
     summary: list[str]
+    not_compared: list[str] = dataclasses.field(default_factory=list)
+    invalid: list[str] = dataclasses.field(default_factory=list)
 
 
 def _prepare(out: Path, force: bool, sweep_dir: Path) -> None:
-    """Use ``out`` if it is empty, missing or holds the report of this very sweep (regenerated in
-    place); a folder with other content or another sweep's report is replaced only with ``force``."""
+    """Use ``out`` if it is empty, missing or holds the report of this very sweep, complete
+    (``report.json``) or left incomplete by a killed report (``.report-incomplete``): regenerated in
+    place; a folder with other content or another sweep's report is replaced only with ``force``."""
     marker = out / "report.json"
     if out.exists() and any(out.iterdir()):
         old = read_json(marker) if marker.is_file() else {}
+        if not old and (out / INCOMPLETE).is_file():
+            old = read_json(out / INCOMPLETE)
         if old.get("kind") == KIND and old.get("sweep") == str(Path(sweep_dir).resolve()):
             return
         if not force:
@@ -154,9 +170,25 @@ def summarize(data: SweepData, st: ReportStats) -> list[str]:
                      f"(p = {ms.tau_p_holm:.3g}).")
     for col, res in st.seed_spread.items():
         lines.append(f"{label(col)}: {res.verdict}")
+    if data.not_compared:
+        lines.append(f"{len(data.not_compared)} measure(s) not compared: analysed with different settings "
+                     f"(listed below, with the option to choose one).")
+    if data.invalid:
+        lines.append(f"{len(data.invalid)} value(s) left out of every mean and correlation (listed below).")
     if data.missing:
         lines.append(f"{len(data.missing)} analyses are missing (listed below).")
     return lines
+
+
+def summary_markdown(data: SweepData, summary: list[str]) -> str:
+    """``summary.md``: the findings, the settings used per measure, what was not compared, left out, missing."""
+    text = "\n".join(f"- {s}" for s in summary) + "\n"
+    header, body = settings_rows(data)
+    text += "\n## Settings\n\n" + (render_table(header, body, "markdown") if body else "No analysis measures.\n")
+    for title, items in (("Not compared", data.not_compared), ("Left out of means", data.invalid),
+                         ("Missing analyses", data.missing)):
+        text += f"\n## {title}\n\n" + ("".join(f"- {m}\n" for m in items) if items else "None.\n")
+    return text
 
 
 def _img(path: Path) -> str:
@@ -190,24 +222,39 @@ def write_html(out: Path, data: SweepData, st: ReportStats, figs: dict[str, list
         parts.append("<h2>Plan (measured before training)</h2><pre>" + html.escape(text) + "</pre>")
         if (plan_dir / "plan.png").exists():
             parts.append(f"<figure>{_img(plan_dir / 'plan.png')}<figcaption>plan</figcaption></figure>")
-    parts.append("<h2>Missing analyses</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in data.missing)
-                 + "</ul>" if data.missing else "<h2>Missing analyses</h2><p>None.</p>")
+    seh, seb = settings_rows(data)
+    parts.append("<h2>Settings used per measure</h2>" + (render_table(seh, seb, "html") if seb else "<p>None.</p>"))
+    for title, items in (("Not compared (mixed settings)", data.not_compared),
+                         ("Left out of means", data.invalid), ("Missing analyses", data.missing)):
+        parts.append(f"<h2>{title}</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in items) + "</ul>"
+                     if items else f"<h2>{title}</h2><p>None.</p>")
     parts.append("</body></html>")
     return write_text(out / "index.html", "\n".join(parts))
 
 
+def _settings_json(data: SweepData) -> dict[str, Any]:
+    return {c.measure: {"settings": c.settings, "key": c.key, "runs": c.runs, "not_compared": c.reason or None}
+            for c in data.choices}
+
+
 def build_report(sweep_dir: str | Path, out: str | Path, *, force: bool = False, n_boot: int = 2000,
+                 samples: int | None = None, settings: Sequence[str] = (),
                  log: Callable[[str], None] = print) -> ReportResult:
-    """Collect stored results of ``sweep_dir`` and write the full report into ``out``."""
+    """Collect stored results of ``sweep_dir`` and write the full report into ``out``.
+
+    ``samples`` / ``settings`` (``MEASURE.KEY=VALUE``): use only results of that sample count /
+    setting (module docstring)."""
     if n_boot < 2000:
         raise LandscapeError(f"--n-boot must be >= 2000, got {n_boot}")
     out = Path(out)
-    data = collect_sweep(Path(sweep_dir))
+    filters = parse_filters(samples, settings)
+    data = collect_sweep(Path(sweep_dir), filters)
     for line in data.skipped:
         log(f"not used: {line}")
     if not any(r.status == "finished" for r in data.runs):
         raise LandscapeError(f"{sweep_dir}: no finished run to report on")
     _prepare(out, force, Path(sweep_dir))
+    write_json(out / INCOMPLETE, {"kind": KIND, "sweep": str(Path(sweep_dir).resolve())})
     st = compute_stats(data, n_boot=n_boot)
     write_tables(data, st, out)
     write_json(out / "stats.json", {
@@ -216,12 +263,15 @@ def build_report(sweep_dir: str | Path, out: str | Path, *, force: bool = False,
                           "granulated_psi": m.granulated.psi if m.granulated else None} for m in st.correlations],
         "seed_spread": {k: {"verdict": v.verdict, "anova_p": v.anova_p, "ratio": v.ratio}
                         for k, v in st.seed_spread.items()},
-        "sufficiency": asdict(st.sufficiency)})
+        "sufficiency": asdict(st.sufficiency), "settings": _settings_json(data)})
     figs = make_figures(data, st, out / "figures", log)
     summary = summarize(data, st)
-    write_text(out / "summary.md", "\n".join(f"- {s}" for s in summary) + "\n")
+    write_text(out / "summary.md", summary_markdown(data, summary))
     index = write_html(out, data, st, figs, summary)
     write_json(out / "report.json", {"kind": KIND, "sweep": str(Path(sweep_dir).resolve()), "missing": data.missing,
+                                     "not_compared": data.not_compared, "left_out": data.invalid,
+                                     "settings": _settings_json(data),
                                      "figures": {k: [str(p) for p in v] for k, v in figs.items()},
                                      "provenance": provenance()})
-    return ReportResult(out, index, figs, data.missing, summary)
+    (out / INCOMPLETE).unlink(missing_ok=True)
+    return ReportResult(out, index, figs, data.missing, summary, data.not_compared, data.invalid)

@@ -4,7 +4,7 @@ Rows are built here; every table is rendered by :func:`landscape.formatting.rend
 and every cell by :func:`landscape.formatting.fmt`. The configuration tables show
 ``mean ± std`` over seeds (sample std, ddof = 1; no ``±`` part for a single seed; ``-``
 when absent), the mean with 4 significant digits and the std with 2. The per-run CSV holds
-the stored values unrounded.
+the stored values unrounded. The settings table names, per measure, the setting used.
 """
 from __future__ import annotations
 
@@ -80,6 +80,21 @@ def stats_rows(st: ReportStats) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def settings_rows(data: SweepData) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the settings table: per measure, the setting used (its key, the runs that
+    have it and every setting), or ``not compared`` with the reason."""
+    from landscape.report.settings import describe
+
+    header = ["measure", "runs", "setting key", "settings"]
+    body = []
+    for c in data.choices:
+        if c.settings is not None:
+            body.append([label(c.measure), str(len(c.runs)), c.key, describe(c.settings)])
+        elif c.reason:
+            body.append([label(c.measure), "0", "not compared", c.reason.split(": not compared: ", 1)[-1]])
+    return header, body
+
+
 def write_text(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically; returns ``path``."""
     with atomic_path(path) as tmp:
@@ -96,5 +111,6 @@ def write_tables(data: SweepData, st: ReportStats, out: Path) -> dict[str, Path]
             "latex": write_text(out / "table.tex", render_table(header, body, "latex")),
             "csv": write_text(out / "table.csv", render_table(header, body, "csv")),
             "runs_csv": write_text(out / "runs.csv", render_table(rh, rb, "csv")),
+            "settings_markdown": write_text(out / "settings.md", render_table(*settings_rows(data), "markdown")),
             "stats_markdown": write_text(out / "stats.md", render_table(sh, sb, "markdown")),
             "stats_csv": write_text(out / "stats.csv", render_table(sh, sb, "csv"))}
