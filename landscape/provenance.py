@@ -3,6 +3,7 @@
 - :func:`hash_state`: SHA-256 of a state dict (sorted keys, dtypes, shapes, raw bytes).
 - :func:`hash_batches`: the one content hash of a list of ``(inputs, targets)`` batches; every
   analyzer (Hessian, sharpness, surface, data-parallel or not) keys its data by it.
+- :func:`hash_lines`: SHA-256 of text lines (a dataset split's sorted ``path<TAB>score`` lines).
 - :func:`content_key`: short key of a result's inputs, carrying the key spec version
   :data:`KEY_SPEC` so results stored under an older key layout never match (recomputed,
   never mixed).
@@ -70,6 +71,11 @@ def hash_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> str:
     batch hash of the project (a data-parallel analysis hashes the global list).
     """
     return hash_state({f"{i:06d}.{part}": t for i, (x, y) in enumerate(batches) for part, t in (("x", x), ("y", y))})
+
+
+def hash_lines(lines: Iterable[str]) -> str:
+    """Hex SHA-256 of text lines joined by ``"\\n"`` (UTF-8; order matters, no trailing newline)."""
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def hash_indices(indices: Iterable[int]) -> str:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 from landscape import distributed as dist
 from landscape.analyze.grid import sharded_grid
 from landscape.analyze.inputs import AnalysisInput, load_analysis_input, resolve_checkpoint
+from landscape.analyze.progress import status_progress
 from landscape.errors import LandscapeError
 from landscape.formatting import fmt
 from landscape.store import exclusive
@@ -38,7 +39,12 @@ from landscape.store import exclusive
 
 @dataclass(frozen=True)
 class AnalysisOptions:
-    """Which data an analysis sees: ``samples`` images per subset, one centre crop each."""
+    """Which data an analysis sees: ``samples`` images per subset, one centre crop each.
+
+    ``dataset``: ``FORMAT:ROOT`` to analyse on instead of the run's recorded dataset (a moved
+    sweep or dataset); verified against the run's record like the recorded one
+    (:mod:`landscape.analyze.inputs`). None: the recorded absolute root.
+    """
 
     subsets: tuple[str, ...] = ("train",)
     samples: int = 256
@@ -48,6 +54,7 @@ class AnalysisOptions:
     device: str = "auto"
     loss: str = "train"
     compile: str = "auto"       # grids: torch.compile of the forward pass (auto, on, off)
+    dataset: str | None = None  # --dataset FORMAT:ROOT (None: the recorded one)
 
 
 def expand_runs(paths: Sequence[Path]) -> list[Path]:
@@ -65,13 +72,34 @@ def expand_runs(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
+def trained_runs(paths: Sequence[Path], which: str = "best", log: Callable[[str], None] = lambda m: None) -> list[Path]:
+    """:func:`expand_runs` without the runs of a named sweep that have no ``<which>.pt`` yet (unfinished or
+    not started): they are listed in one log line. A run folder named directly still has to have it
+    (:func:`~landscape.analyze.inputs.resolve_checkpoint` says so); no trained run at all is an error."""
+    named = {Path(p).resolve() for p in paths}
+    runs, waiting = [], []
+    for run in expand_runs(paths):
+        if run.resolve() in named or run.is_file() or (run / f"{which}.pt").is_file():
+            runs.append(run)
+        else:
+            waiting.append(run)
+    if waiting:
+        names = ", ".join(r.name for r in waiting)
+        if not runs:
+            raise LandscapeError(f"{', '.join(map(str, paths))}: no run has a '{which}.pt' checkpoint yet "
+                                 f"(not trained: {names})")
+        log(f"not analysed ({len(waiting)} run(s) without '{which}.pt', not trained yet): {names}")
+    return runs
+
+
 def analysis_inputs(paths: Sequence[Path], opts: AnalysisOptions,
                     log: Callable[[str], None] = lambda m: None) -> Iterator[AnalysisInput]:
-    runs = expand_runs(paths)
+    runs = trained_runs(paths, opts.which, log)
     for i, run in enumerate(runs):
         log(f"[{i + 1}/{len(runs)}] {run}")
         yield load_analysis_input(run, subsets=opts.subsets, samples=opts.samples, batch_size=opts.batch_size,
-                                  seed=opts.seed, which=opts.which, device=opts.device, loss=opts.loss)
+                                  seed=opts.seed, which=opts.which, device=opts.device, loss=opts.loss,
+                                  dataset=opts.dataset)
 
 
 def join_process_group(opts: AnalysisOptions, log: Callable[[str], None]) -> Callable[[str], None]:
@@ -132,7 +160,8 @@ def hessian(paths: Sequence[Path], opts: AnalysisOptions, *, engine: str = "land
                 tr = None
             else:
                 out = H.analyze_hessian(inp.model, inp.criterion, data, seed=opts.seed, h5_path=inp.analysis_path,
-                                        provenance=inp.provenance, **kwargs)
+                                        provenance=inp.provenance,
+                                        progress=status_progress(inp.run_dir.name, dist.is_main()), **kwargs)
                 topk, tr = out.topk, out.trace
                 log(f"  {_hessian_parts_line(out)}")
         row = {"run": inp.run_dir.name, "engine": engine}
@@ -160,7 +189,8 @@ def sharpness(paths: Sequence[Path], opts: AnalysisOptions, *, log: Callable[[st
             suite = S.analyze_sharpness(inp.model, inp.criterion,
                                         dist.shard_batches(data) if dist.world_size() > 1 else data,
                                         h5_path=inp.analysis_path, provenance=inp.provenance, seed=opts.seed,
-                                        progress=lambda msg: log(f"  {msg}"), **kwargs)
+                                        progress=lambda msg: log(f"  {msg}"),
+                                        step_progress=status_progress(inp.run_dir.name, dist.is_main()), **kwargs)
         log(f"  reused {len(suite.reused)} stored part(s); computed {len(suite.computed)} now")
         for r in S.summary_rows(suite):
             rows.append({"run": inp.run_dir.name, "measure": r["measure"], "setting": r["setting"],

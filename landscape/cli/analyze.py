@@ -10,6 +10,7 @@ from landscape.cli.options import (
     BATCH,
     CHECKPOINT,
     COMPILE,
+    DATASET,
     DEVICE,
     KESKAR_SPACES,
     LOSS,
@@ -63,7 +64,7 @@ def analyze_hessian_cmd(
     weight_decay: float = typer.Option(0.0, help="Add weight_decay * I to the Hessian."),
     engine: Engine = typer.Option(Engine.landscape, help="landscape (ours) or pyhessian (the PyHessian package, top-k only)."),
     samples: int = SAMPLES, subset: Split = SUBSET, batch_size: int = BATCH, seed: int = SEED,
-    checkpoint: str = CHECKPOINT, device: str = DEVICE, loss: Loss = LOSS,
+    checkpoint: str = CHECKPOINT, device: str = DEVICE, loss: Loss = LOSS, dataset: Optional[str] = DATASET,
 ) -> None:
     """Top-k Hessian eigenvalues, trace and spectral density of each checkpoint's full-data loss."""
     from landscape.analyze import jobs as workflows
@@ -73,7 +74,8 @@ def analyze_hessian_cmd(
     kwargs = {} if engine == "pyhessian" else dict(
         which=value(which), start=value(start), trace=trace, trace_method=value(trace_method), trace_matvecs=trace_matvecs, density=density,
         density_runs=density_runs, density_steps=density_steps, blocks=value(blocks), weight_decay=weight_decay)
-    rows = workflows.hessian(runs, analysis_options(subset, samples, batch_size, seed, checkpoint, device, loss),
+    rows = workflows.hessian(runs, analysis_options(subset, samples, batch_size, seed, checkpoint, device, loss,
+                                                    dataset=dataset),
                              engine=engine, log=log_main, top_k=top_k, tol=tol, **kwargs)
     print_main("lambda_1 is shown ± its residual norm ||Hv - λv||; trace ± its standard error.")
     print_main(render(rows, ["run", "engine", "lambda_1", "top-k", "converged", "matvecs", "trace"]))
@@ -102,7 +104,7 @@ def analyze_sharpness_cmd(
                                                     "else absolute)."),
     m: int = typer.Option(128, "--m", help="Examples per batch of m-sharpness (adaptive); at most --samples."),
     samples: int = SAMPLES, subset: Split = SUBSET, batch_size: int = BATCH, seed: int = SEED,
-    checkpoint: str = CHECKPOINT, device: str = DEVICE, loss: Loss = LOSS,
+    checkpoint: str = CHECKPOINT, device: str = DEVICE, loss: Loss = LOSS, dataset: Optional[str] = DATASET,
 ) -> None:
     """Keskar phi, adaptive and average sharpness, PAC-Bayes flatness and the gradient noise scale."""
     from dataclasses import replace
@@ -114,7 +116,8 @@ def analyze_sharpness_cmd(
     if m > samples:
         raise LandscapeError(f"--m {m} exceeds --samples {samples}: m-sharpness needs at least m examples")
     rows = workflows.sharpness(
-        runs, analysis_options(subset, samples, batch_size, seed, checkpoint, device, loss), log=log_main,
+        runs, analysis_options(subset, samples, batch_size, seed, checkpoint, device, loss, dataset=dataset),
+        log=log_main,
         measures=csv_strs(measures), eps=csv_floats(eps, "--eps"), keskar_spaces=csv_strs(keskar_spaces),
         rho_linf=csv_floats(rho, "--rho") if rho else S.RHO_LINF,
         rho_l2=csv_floats(rho_l2, "--rho-l2") if rho_l2 else S.RHO_L2,
@@ -137,14 +140,15 @@ def analyze_surface_cmd(
     subset: str = SURFACE_SUBSETS, samples: int = SURFACE_SAMPLES, batch_size: int = BATCH, seed: int = SEED,
     checkpoint: str = CHECKPOINT, device: str = DEVICE, loss: Loss = LOSS,
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write contour, heatmap and 3D plots (PDF, PNG)."),
-    compile: Compile = COMPILE,
+    compile: Compile = COMPILE, dataset: Optional[str] = DATASET,
 ) -> None:
     """2D filter-normalised loss/SRCC plane (or 1D slice) around a checkpoint, resumable, in HDF5."""
     from landscape.analyze import jobs as workflows
     from landscape.surface import DirectionSpec
     from landscape.surface.storage import nonfinite_warning
 
-    res = workflows.surface(run, analysis_options(subset, samples, batch_size, seed, checkpoint, device, loss, compile), grid=grid,
+    res = workflows.surface(run, analysis_options(subset, samples, batch_size, seed, checkpoint, device, loss, compile,
+                                                  dataset), grid=grid,
                             ygrid=ygrid, plots=plots,
                             direction_spec=DirectionSpec(seed=seed, normalization=value(normalization),
                                                          orthogonalize=orthogonalize))
@@ -168,13 +172,14 @@ def analyze_interpolate_cmd(
     out: Optional[Path] = typer.Option(None, show_default="the sweep folder holding RUN_A", help="Output folder."),
     subset: str = SURFACE_SUBSETS, samples: int = SURFACE_SAMPLES, batch_size: int = BATCH, seed: int = SEED,
     checkpoint: str = CHECKPOINT, device: str = DEVICE, loss: Loss = LOSS, compile: Compile = COMPILE,
+    dataset: Optional[str] = DATASET,
 ) -> None:
     """Keskar-style 1D interpolation theta(alpha) = (1 - alpha) theta_A + alpha theta_B."""
     from landscape.analyze import jobs as workflows
     from landscape.surface.storage import nonfinite_warning
 
     res = workflows.interpolation(run_a, run_b, analysis_options(subset, samples, batch_size, seed, checkpoint, device, loss,
-                                                      compile),
+                                                      compile, dataset),
                                   alpha=alpha, buffers=value(buffers), out=out)
     print_main(f"interpolation: {res.path}")
     if (warning := nonfinite_warning(res)):
@@ -187,7 +192,7 @@ def analyze_trajectory_cmd(
     num: int = typer.Option(21, help="Grid points per axis of the PCA plane."),
     center: bool = typer.Option(False, "--center", show_default="off", help="PCA of centred differences (Li et al.'s sklearn variant)."),
     subset: str = SURFACE_SUBSETS, samples: int = SURFACE_SAMPLES, batch_size: int = BATCH, seed: int = SEED,
-    device: str = DEVICE, loss: Loss = LOSS, compile: Compile = COMPILE,
+    device: str = DEVICE, loss: Loss = LOSS, compile: Compile = COMPILE, dataset: Optional[str] = DATASET,
 ) -> None:
     """PCA plane of the per-epoch checkpoints relative to the final one, with the path drawn on the surface."""
     from landscape.analyze import jobs as workflows
@@ -196,7 +201,8 @@ def analyze_trajectory_cmd(
 
     check_positive_int("--num", num, minimum=2, maximum=MAX_GRID_POINTS)     # before any file is written
 
-    res, plane = workflows.trajectory(run, analysis_options(subset, samples, batch_size, seed, "best", device, loss, compile),
+    res, plane = workflows.trajectory(run, analysis_options(subset, samples, batch_size, seed, "best", device, loss, compile,
+                                                            dataset),
                                       num=num, center=center)
     ev = plane.explained_variance_ratio
     print_main(f"trajectory plane: {res.path}; explained variance {ev[0]:.1%} + {ev[1]:.1%}; "

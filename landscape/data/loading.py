@@ -24,7 +24,7 @@ import numpy as np
 
 from landscape.data.formats import FORMATS, LoadOptions, check_format, loader_for  # registers the built-in formats
 from landscape.data.records import SPLIT_MODES, ImageRecord, IQADataset
-from landscape.data.splits import check_ratios, seeded_group_split
+from landscape.data.splits import DEFAULT_RATIOS, check_ratios, seeded_group_split
 from landscape.errors import DataError, check_choice
 
 
@@ -36,10 +36,20 @@ def parse_dataset_spec(spec: str) -> tuple[str, str]:
     return check_format(fmt), root
 
 
-def load_dataset_spec(spec: str, *, score_column: str | None = None, split_seed: int = 0) -> IQADataset:
-    """:func:`load_dataset` of a ``FORMAT:ROOT`` spec (as stored in a run's ``config.json``)."""
+def absolute_spec(spec: str) -> str:
+    """``FORMAT:ROOT`` with ``ROOT`` resolved to an absolute path (``~`` expanded, against the
+    current directory), the form a run records; the root need not exist."""
     fmt, root = parse_dataset_spec(spec)
-    return load_dataset(fmt, root, score_column=score_column, split_seed=split_seed)
+    return f"{fmt}:{Path(root).expanduser().resolve()}"
+
+
+def load_dataset_spec(spec: str, *, score_column: str | None = None, split_seed: int = 0,
+                      split_mode: str = "auto", split_ratios: Sequence[float] = DEFAULT_RATIOS) -> IQADataset:
+    """:func:`load_dataset` of a ``FORMAT:ROOT`` spec (as stored in a run's ``config.json``: its
+    ``split``, ``split_seed`` and ``split_ratio`` keys are ``split_mode``, ``split_seed`` and ``split_ratios``)."""
+    fmt, root = parse_dataset_spec(spec)
+    return load_dataset(fmt, root, score_column=score_column, split_seed=split_seed, split_mode=split_mode,
+                        split_ratios=split_ratios)
 
 
 def load_dataset(
@@ -48,7 +58,7 @@ def load_dataset(
     *,
     score_column: str | None = None,
     split_seed: int = 0,
-    split_ratios: Sequence[float] = (0.7, 0.1, 0.2),
+    split_ratios: Sequence[float] = DEFAULT_RATIOS,
     pyiqa_split_column: str | None = None,
     split_mode: str = "auto",
     annotation: str | None = None,
@@ -104,7 +114,7 @@ def load_dataset(
     has_official = table.official is not None and any(r.split is not None for r in table.rows)
     if split_mode == "official" and not has_official:
         raise DataError(f"{table.annotation}: format '{format}' has no official split here; "
-                        f"use split_mode='auto' or 'random'")
+                        f"use --split random (or auto)")
     if has_official and split_mode != "random":
         splits = [r.split for r in table.rows]
         if None in splits:

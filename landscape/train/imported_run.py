@@ -8,7 +8,8 @@
   and ``imported``: the source file and its sha256, the wrapper entries and key prefixes
   that were unwrapped, the model description (factory path, function and source sha256,
   or timm name and arguments), the score range and where it came from;
-- ``dataset.json``: the dataset identity (as for a trained run);
+- ``dataset.json``: the dataset identity (as for a trained run; ``config.json``'s ``dataset`` and
+  the sweep manifest's hold the resolved absolute root);
 - ``best.pt``: a :mod:`landscape.models.checkpoint` file whose ``model_config`` is the
   imported model's description (:mod:`landscape.models.imported`), so every analysis
   rebuilds the model from the file alone (a factory whose source changed is refused);
@@ -37,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from landscape.data.loading import absolute_spec
 from landscape.errors import CheckpointError, LandscapeError, check_positive_int
 from landscape.metrics import iqa_scores
 from landscape.models.checkpoint import save_checkpoint
@@ -124,6 +126,8 @@ def _add_to_sweep(sweep: Path, entry: dict[str, Any], protocol: dict[str, Any]) 
             if data.get("kind") != KIND:
                 raise LandscapeError(f"{manifest}: not a landscape sweep manifest")
             theirs = data.get("config", {}).get("dataset")
+            if theirs and ":" in theirs:
+                theirs = absolute_spec(theirs)          # older manifests hold the root as typed
             if theirs != protocol["dataset"]:
                 raise LandscapeError(f"{sweep}: sweep is on dataset {theirs}, not {protocol['dataset']}; "
                                      f"import into another sweep folder")
@@ -191,7 +195,7 @@ def import_run(weights: str | Path, out: str | Path, *, dataset: str, batch_size
     for cname in data.cross_names:
         final[f"{cname}_drop"] = metrics["test"]["srcc"] - metrics[cname]["srcc"]
     record = _record(imp, scale)
-    protocol_cfg = {k: getattr(cfg, k) for k in PROTOCOL_KEYS}
+    protocol_cfg = {**{k: getattr(cfg, k) for k in PROTOCOL_KEYS}, "dataset": data.dataset.spec}
     rcfg = {**protocol_cfg, "model": f"imported:{imp.description['family']}", "run": name,
             "batch_size": int(batch_size), "seed": int(seed), "lr": lr, "run_lr": lr, "lr_rule": LR_RULE,
             "accumulate": 1, "world_size": 1, "per_rank_batch": int(batch_size), "micro_batch": int(batch_size),
