@@ -8,7 +8,13 @@
   ``reentrant=True`` (as ``update_h5`` does) a thread that already holds the lock nests
   instead of failing, so a job can hold the lock for its whole run while the writes
   inside it take it again. The kernel drops the lock when its process dies (also
-  on ``kill -9``): a leftover ``.lock`` file never blocks a later run.
+  on ``kill -9``): a leftover ``.lock`` file never blocks a later run. ``busy="... (pid {pid})"``
+  names the holder in the refusal (found in ``/proc/locks`` by the lock file's inode; the lock
+  file itself is never written, so taking a lock changes no file's content).
+- ``remove_stale_temps(folder)``: temp files of this module's naming (``.<name>.<pid>.tmp``)
+  whose writer is dead (``os.kill(pid, 0)`` finds no such process) and that were not modified
+  for :data:`STALE_AFTER_S` seconds are removed; ``exclusive`` does it for the lock's folder
+  once it holds the lock, so the next run of a killed job cleans up after it.
 - ``update_h5(path)``: lock, copy the current file (if any) to a temp file, yield
   it open for writing, then rename: readers see the old or the new file, never a mix.
 - Attributes: nested dicts are stored as JSON strings (``attrs_to_h5``/``attrs_from_h5``).
@@ -16,9 +22,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -155,6 +163,64 @@ def read_jsonl(path: str | Path) -> list[Any]:
     return out
 
 
+STALE_AFTER_S = 30.0       # a dead writer's temp file untouched this long is removed
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")   # atomic_path's ".<name>.<pid>.tmp"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (``EPERM``: it exists, owned by someone else)."""
+    if pid <= 0:
+        return True                     # never a writer of ours: leave its file alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove the temp files of :func:`atomic_path` in ``folder`` (not recursive) whose writer
+    (the pid in the name) is dead and that were not modified for ``older_than_s`` seconds (a
+    writer on another host sharing the folder keeps touching its file while it writes). Returns
+    the removed paths; files that vanish meanwhile or cannot be removed are skipped."""
+    import time
+
+    removed, now = [], time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        found = _TEMP_NAME.match(entry.name)
+        if not found or _pid_alive(int(found.group(1))):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or now - entry.stat(follow_symlinks=False).st_mtime < older_than_s:
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _lock_holder(fd: int) -> str:
+    """The pid holding a ``flock`` on the file of ``fd`` (from ``/proc/locks``, matched by inode),
+    ``"?"`` when it cannot be told (no ``/proc``, the holder just left)."""
+    try:
+        inode = os.fstat(fd).st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return "?"
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(inode):
+            return parts[4]
+    return "?"
+
+
 _held = threading.local()   # lock files held by this thread: realpath -> depth
 
 
@@ -166,9 +232,13 @@ def _held_locks() -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def exclusive(path: str | Path, reentrant: bool = False) -> Iterator[None]:
+def exclusive(path: str | Path, reentrant: bool = False, busy: str | None = None) -> Iterator[None]:
     """Hold an exclusive non-blocking lock for ``path``; :class:`InUseError` if it is taken
-    (by another process, another thread, or -- unless ``reentrant`` -- this thread)."""
+    (by another process, another thread, or -- unless ``reentrant`` -- this thread).
+
+    ``busy``: the refusal's text, with ``{pid}`` replaced by the holder's pid (``?`` when unknown);
+    default ``"<path>: in use by another process (lock <path>.lock)"``. Once held, stale temp
+    files in the lock's folder are removed (:func:`remove_stale_temps`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(path.name + ".lock")
@@ -186,7 +256,10 @@ def exclusive(path: str | Path, reentrant: bool = False) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if busy is not None:
+                raise InUseError(busy.format(pid=_lock_holder(fd))) from None
             raise InUseError(f"{path}: in use by another process (lock {lock})") from None
+        remove_stale_temps(lock.parent)
         held[key] = held.get(key, 0) + 1
         try:
             yield
@@ -206,8 +279,19 @@ def update_h5(path: str | Path, lock: bool = True) -> Iterator[h5py.File]:
     with guard, atomic_path(path) as tmp:
         if path.exists():
             shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "a") as f:
-            yield f
+        try:
+            with h5py.File(tmp, "a") as f:
+                yield f
+        except OSError as e:
+            raise h5_os_error(e, path) from None
+
+
+def h5_os_error(e: OSError, path: Path) -> OSError:
+    """The HDF5 library's multi-line write error (``... errno = 28, error message = 'No space left
+    on device' ...`` about the temp file) as a plain ``OSError`` naming ``path``."""
+    found = re.search(r"errno = (\d+)", str(e))
+    code = int(found.group(1)) if found else (e.errno or errno.EIO)
+    return OSError(code, os.strerror(code), str(path))
 
 
 def open_h5(path: str | Path) -> h5py.File:

@@ -11,12 +11,18 @@ them. A landscape checkpoint's own ``state_dict`` is read the same way.
 Matching is strict: of the key layouts above, the one equal to the model's keys is
 used; when none is, the refusal lists the missing and unexpected keys (and shape
 mismatches) of the closest layout in one line.
+
+``--pretrained FILE`` (backbone weights for training): :func:`check_pretrained` (before any
+file is written) and :func:`load_pretrained` read the file the same way, pass each layout
+through timm's checkpoint filter, drop a classifier head the backbone does not have, and
+refuse unless every backbone key is matched and no other key is left
+(:func:`match_pretrained`); the run records the matched count and the dropped keys.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -186,3 +192,132 @@ def import_model(path: str | Path, *, factory: str | None = None, timm_name: str
     stripped, _ = match_state(net, weights)
     model = ImportedIQA(net, desc["img_size"], rng, desc["family"]).eval()
     return ImportedModel(model, desc, weights, stripped, rng_source)
+
+
+# ---------------------------------------------------------------- --pretrained backbone weights
+
+HEAD_PREFIXES = ("head.fc.", "head.", "fc.", "classifier.")   # classifier heads a backbone file may carry
+SHOW_KEYS = 4                                                   # keys named per list in a refusal
+
+
+@dataclass(frozen=True)
+class PretrainedMatch:
+    """How a ``--pretrained`` file fits a backbone: every backbone key matched (else refused).
+
+    ``matched``: backbone keys loaded from the file (= all of the backbone's state-dict keys);
+    ``dropped``: classifier-head keys of the file left out (absent from a ``num_classes=0``
+    backbone, or of another shape); ``stripped``: key prefixes removed (``module.`` ...).
+    """
+
+    path: str
+    sha256: str
+    matched: int
+    dropped: tuple[str, ...] = ()
+    stripped: str = ""
+
+    def record(self) -> dict[str, Any]:
+        """The entries ``config.json`` records: ``pretrained_matched_keys`` (count),
+        ``pretrained_dropped_keys`` (names) and ``pretrained_sha256`` (the file's content hash)."""
+        return {"pretrained_matched_keys": self.matched, "pretrained_dropped_keys": list(self.dropped),
+                "pretrained_sha256": self.sha256}
+
+    def describe(self) -> str:
+        """One log line: the file, the matched count, what was dropped."""
+        drop = (f"; dropped the classifier head ({len(self.dropped)} keys: {_some(sorted(self.dropped))})"
+                if self.dropped else "")
+        strip = f"; stripped prefix {self.stripped}" if self.stripped else ""
+        return f"pretrained {self.path}: all {self.matched} backbone keys matched{drop}{strip}"
+
+
+def _some(keys: list[str], n: int = SHOW_KEYS) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def _timm_filter(backbone: nn.Module, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """``state`` through the ``checkpoint_filter_fn`` of the backbone's timm module (old key layouts
+    remapped, relative-position tables and patch embeddings resized, non-persistent buffers removed);
+    unchanged when the module has none."""
+    import sys
+
+    fn = getattr(sys.modules.get(type(backbone).__module__), "checkpoint_filter_fn", None)
+    if fn is None:
+        return state
+    try:
+        return dict(fn(dict(state), backbone))
+    except Exception as e:   # timm filters raise KeyError/RuntimeError/... on foreign layouts
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: timm's checkpoint filter for {type(backbone).__name__} failed "
+                              f"({type(e).__name__}: {msg[:200]})") from None
+
+
+def _fit(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> tuple[dict, list[str], list[str],
+                                                                                  list[str], list[str]]:
+    """``(kept state, dropped head keys, missing, unexpected, shape mismatches)`` of ``state`` against ``own``."""
+    def head(k: str) -> bool:
+        return k.startswith(HEAD_PREFIXES) and (k not in own or own[k].shape != state[k].shape)
+
+    dropped = sorted(k for k in state if head(k))
+    kept = {k: v for k, v in state.items() if k not in dropped}
+    missing = sorted(set(own) - set(kept))
+    unexpected = sorted(set(kept) - set(own))
+    shapes = sorted(f"{k} {tuple(kept[k].shape)} vs {tuple(own[k].shape)}" for k in set(own) & set(kept)
+                    if kept[k].shape != own[k].shape)
+    return kept, dropped, missing, unexpected, shapes
+
+
+def match_pretrained(backbone: nn.Module, weights: ForeignWeights) -> tuple[PretrainedMatch, dict[str, torch.Tensor]]:
+    """Fit ``weights`` to ``backbone`` (keys and shapes only; ``backbone`` may live on the meta device).
+
+    Of the file's key layouts (:func:`key_layouts`, each through timm's checkpoint filter) the one
+    closest to the backbone is used; its classifier-head keys (:data:`HEAD_PREFIXES`) that the
+    backbone lacks or holds with another shape are dropped. Every backbone key must then be
+    present with its shape and no other key left: else one :class:`CheckpointError` line with the
+    matched count and the first missing, unexpected and mismatched keys (with counts). A file
+    matching nothing is refused as such (it would silently train from random init).
+    """
+    own = backbone.state_dict()
+    name = type(backbone).__name__
+    best, failed = None, None
+    for label, layout in key_layouts(weights.state):
+        try:                       # a layout the filter cannot read (unstripped prefixes, ...) does not fit
+            fit = _fit(own, _timm_filter(backbone, layout, weights.path))
+        except CheckpointError as e:
+            failed = failed or e
+            continue
+        score = len(fit[2]) + len(fit[3]) + len(fit[4])
+        if best is None or score < best[0]:
+            best = (score, label, fit)
+    if best is None:
+        raise failed
+    _, label, (kept, dropped, missing, unexpected, shapes) = best
+    matched = len(own) - len(missing) - len(shapes)
+    if matched == 0:
+        raise CheckpointError(f"{weights.path}: no key matches the {name} backbone (file: {len(weights.state)} keys, "
+                              f"e.g. {_some(sorted(weights.state))}; backbone: {len(own)} keys, e.g. "
+                              f"{_some(list(own))}); refusing to train from random init")
+    if missing or unexpected or shapes:
+        parts = [f"missing {len(missing)} ({_some(missing)})" if missing else "",
+                 f"unexpected {len(unexpected)} ({_some(unexpected)})" if unexpected else "",
+                 f"shape mismatch {len(shapes)} ({_some(shapes, 2)})" if shapes else ""]
+        raise CheckpointError(f"{weights.path}: does not fit the {name} backbone: {matched} of {len(own)} keys "
+                              f"matched; {'; '.join(p for p in parts if p)}")
+    return PretrainedMatch(str(weights.path), weights.sha256, matched, tuple(dropped), label), kept
+
+
+def check_pretrained(make_backbone: Callable[[], nn.Module], path: str | Path) -> PretrainedMatch:
+    """Check ``path`` against the backbone ``make_backbone()`` builds, before anything is written.
+
+    The backbone is built on the meta device (no memory, no draw from torch's RNG), the file read
+    safely (:func:`read_weights`) and matched (:func:`match_pretrained`); nothing is loaded.
+    """
+    weights = read_weights(path)
+    with torch.device("meta"):
+        backbone = make_backbone()
+    return match_pretrained(backbone, weights)[0]
+
+
+def load_pretrained(backbone: nn.Module, path: str | Path) -> PretrainedMatch:
+    """Load ``path`` into ``backbone`` after :func:`match_pretrained` accepted it (strict: every key)."""
+    match, state = match_pretrained(backbone, read_weights(path))
+    backbone.load_state_dict(state, strict=True)
+    return match

@@ -51,6 +51,7 @@ def csv_row(row: PlanRow) -> dict[str, Any]:
         out[f"lr_{rule}"] = value
     out["b_over_b_simple"] = row.b_over_b_simple
     out["noise_position"] = row.noise_position
+    out["outlier"] = row.outlier
     return out
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -90,6 +90,7 @@ class PlanRow:
     lr: dict[str, float]
     b_over_b_simple: float = float("nan")
     noise_position: str = "unknown"
+    outlier: bool = False            # its timing stayed far off its neighbours' after one re-measurement
 
     @property
     def best(self) -> SpeedStats | None:
@@ -144,6 +145,50 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+OUTLIER_FACTOR = 3.0   # a throughput below 1/3 or above 3x its neighbours' prediction is far off
+
+
+def off_neighbours(sizes: Sequence[int], rates: Sequence[float], factor: float = OUTLIER_FACTOR) -> list[float]:
+    """Per point, ``rate / predicted`` when it is outside ``[1/factor, factor]``, else NaN.
+
+    The prediction is the line through the two nearest other points in ``(log B, log samples/s)``
+    (interpolated between the neighbours; extrapolated from the two nearest at an end): throughput
+    follows a power of B over a few sizes (``B / (a + c B)``), so for evenly spaced log B an
+    interior point is compared with the geometric mean of its neighbours' throughputs. A step of
+    3x between neighbouring sizes is far outside what the measured sizes do (a contaminated timing,
+    e.g. another process on the cores). Robustness: of the points beyond the factor, the one whose
+    removal leaves the others most consistent is flagged first, then the rest are judged again
+    without it, so one bad timing does not make its neighbours look off (nor an end, whose
+    extrapolation it enters); fewer than 3 points are never judged.
+    """
+    out = [float("nan")] * len(sizes)
+    lb, lr = [math.log(b) for b in sizes], [math.log(r) for r in rates]
+    limit = math.log(factor)
+
+    def devs(active: list[int]) -> dict[int, float]:
+        d, m = {}, len(active)
+        for pos, i in enumerate(active):
+            a, b = (pos - 1, pos + 1) if 0 < pos < m - 1 else ((1, 2) if pos == 0 else (m - 3, m - 2))
+            j, k = active[a], active[b]
+            d[i] = lr[i] - (lr[j] + (lr[k] - lr[j]) * (lb[i] - lb[j]) / (lb[k] - lb[j]))
+        return d
+
+    def worst_after(active: list[int], i: int) -> float:
+        rest = [a for a in active if a != i]
+        return max(abs(v) for v in devs(rest).values()) if len(rest) >= 3 else 0.0
+
+    active = list(range(len(sizes)))
+    while len(active) >= 3:
+        d = devs(active)
+        far = [i for i in active if abs(d[i]) > limit]
+        if not far:
+            break
+        pick = min(far, key=lambda i: (round(worst_after(active, i), 9), -abs(d[i])))
+        out[pick] = math.exp(d[pick])
+        active.remove(pick)
+    return out
+
+
 def timing_from_dict(d: dict) -> StepTiming:
     """Inverse of ``asdict(StepTiming)`` (a stored measurement part)."""
     return StepTiming(list(d["step_times_s"]), list(d["data_times_s"]), int(d["peak_memory_bytes"]))
@@ -169,4 +214,4 @@ def read_plan(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["StepTiming", "SpeedStats", "PlanRow", "PlanResult", "speed_stats", "read_plan", "jsonable",
-           "timing_from_dict", "noise_from_dict", "PLAN_KIND"]
+           "timing_from_dict", "noise_from_dict", "off_neighbours", "PLAN_KIND"]

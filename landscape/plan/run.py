@@ -5,6 +5,8 @@
    the OS kills a process instead of raising) neither is a B whose micro-batch the memory
    model ``peak(b) = fixed + per_sample * b`` (fitted from the sizes so far) predicts over
    the limit.
+1b. :func:`_recheck_outliers`: a timing far off its neighbours' (:func:`off_neighbours`) is
+   measured once more; one still off is kept, marked ``outlier`` and remarked in the notes.
 2. :func:`_largest_micro`: the largest fitting micro-batch by OOM bisection over real
    steps (default on CUDA), else from the memory model, else the largest measured one
    (a lower bound).
@@ -43,6 +45,7 @@ from landscape.plan.result import (
     StepTiming,
     jsonable,
     noise_from_dict,
+    off_neighbours,
     speed_stats,
     timing_from_dict,
 )
@@ -241,6 +244,39 @@ def _measure_candidates(ctx: _Context) -> tuple[list[PlanRow], MemoryModel | Non
     return rows, model, oom_at
 
 
+def _recheck_outliers(ctx: _Context, rows: list[PlanRow]) -> list[PlanRow]:
+    """Step 1b: re-measure each direct timing far off its neighbours' once (:func:`off_neighbours`);
+    the repeat replaces it, and one still off is marked ``outlier`` with a note."""
+    measured = [i for i, r in enumerate(rows) if r.direct is not None]
+    sizes = [rows[i].batch_size for i in measured]
+    ratios = off_neighbours(sizes, [rows[i].direct.samples_per_s for i in measured])
+    if not any(math.isfinite(x) for x in ratios):
+        return rows
+    out = list(rows)
+    p = ctx.plan
+    for i, ratio in zip(measured, ratios):
+        if not math.isfinite(ratio):
+            continue
+        r = rows[i]
+        b, acc = r.batch_size, ctx.accumulate
+        first = r.direct.samples_per_s
+        timing = ctx.parts.get("measure", {"batch_size": b, "accumulate": acc, "repeat": 1},
+                               lambda b=b, acc=acc: ctx.runner.measure(b, acc, p.steps, p.warmup),
+                               asdict, timing_from_dict)
+        again = speed_stats(timing, b, acc, ctx.n_patches)
+        rates = [again.samples_per_s if j == i else rows[j].direct.samples_per_s for j in measured]
+        still = off_neighbours(sizes, rates)[measured.index(i)]
+        if math.isfinite(still):
+            note = (f"timing far off its neighbours' ({again.samples_per_s:.4g} samples/s, {still:.2g}x the "
+                    f"neighbours' trend) after a re-measurement (first {first:.4g}): marked outlier, check the machine")
+        else:
+            note = f"re-measured: the first timing ({first:.4g} samples/s, {ratio:.2g}x the neighbours' trend) was off"
+        out[i] = dataclasses.replace(r, direct=again, outlier=math.isfinite(still),
+                                     note=(r.note + "; " if r.note else "") + note)
+        ctx.say(f"  B={b}: {note}")
+    return out
+
+
 def _largest_micro(ctx: _Context, rows: list[PlanRow], model: MemoryModel | None, oom_at: int | None,
                    fits: Callable[[int], bool] | None) -> tuple[int | None, str, bool, list[tuple[int, bool]]]:
     """Step 2: ``(largest fitting micro-batch, source, is a lower bound, bisection tries)``."""
@@ -366,6 +402,7 @@ def run_plan(train_config, batch_sizes: Sequence[int], config: PlanConfig | None
     plan = dataclasses.replace(config or PlanConfig(), **options) if options else (config or PlanConfig())
     ctx = _prepare(train_config, batch_sizes, plan, out_dir, echo, data, runner)
     rows, model, oom_at = _measure_candidates(ctx)
+    rows = _recheck_outliers(ctx, rows)
     largest = _largest_micro(ctx, rows, model, oom_at, fits)
     rows = _accumulate_unfitting(ctx, rows, largest[0])
     noise, settings = _noise_scale(ctx, largest[0])

@@ -26,6 +26,7 @@ from landscape.device import free_memory, is_oom, peak_bytes, reset_peak
 from landscape.errors import LandscapeError, NumericsError
 from landscape.models import create_model, model_config
 from landscape.models.checkpoint import build_model
+from landscape.models.weights import load_pretrained
 from landscape.plan.result import StepTiming
 from landscape.sharpness.noise_scale import NoiseScaleResult, gradient_noise_scale
 from landscape.train.losses import IQALoss
@@ -123,7 +124,7 @@ class TrainerStepRunner:
 
     def _fresh(self, batch_size: int):
         torch.manual_seed(self.seed)
-        model = create_model(self.model_config, pretrained=self.cfg.pretrained).to(self.device).train()
+        model = plan_model(self.model_config, self.cfg.pretrained).to(self.device).train()
         lr = scaled_lr(self.cfg.lr, batch_size, self.cfg.reference_batch, self.rule)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=self.cfg.weight_decay)
         return model, IQALoss(self.cfg.ranking_alpha, self.cfg.ranking_margin), optimizer
@@ -222,8 +223,17 @@ def noise_model(cfg, ckpt, patch_size: int) -> torch.nn.Module:
                                  f"{patch_size} px patches of model '{cfg.model}'")
         return build_model(ckpt)
     torch.manual_seed(int(cfg.seeds[0]))
-    return create_model(model_config(cfg.model, drop_path_rate=cfg.drop_path, dropout=cfg.dropout),
-                        pretrained=cfg.pretrained)
+    return plan_model(model_config(cfg.model, drop_path_rate=cfg.drop_path, dropout=cfg.dropout), cfg.pretrained)
+
+
+def plan_model(mcfg, pretrained: str | None):
+    """``create_model(mcfg)`` with a local ``pretrained`` file loaded strictly into the backbone
+    (:func:`landscape.models.weights.load_pretrained`: every key matched, or refused); ``"hub"``: timm's loading."""
+    local = pretrained is not None and str(pretrained) != "hub"
+    model = create_model(mcfg, pretrained=None if local else pretrained)
+    if local:
+        load_pretrained(model.backbone, pretrained)
+    return model
 
 
 def noise_scale_position(batch_size: float, b_simple: float) -> str:

@@ -15,6 +15,7 @@ from landscape import device as D
 from landscape.errors import LandscapeError
 from landscape.plan import memory as M
 from landscape.plan import runner as R
+from landscape.plan.result import off_neighbours
 from landscape.provenance import provenance
 from landscape.sharpness.noise_scale import NoiseScaleResult
 from landscape.train.config import TrainConfig
@@ -388,3 +389,56 @@ def test_run_plan_end_to_end_writes_outputs_and_resumes(synth_cfg, synth_data, t
                        noise_pool=32, out_dir=out, data=synth_data, runner=Forbidden(synth_data), echo=None)
     assert [r.direct.step_times_s for r in again.rows] == [r.direct.step_times_s for r in res.rows]
     assert again.noise.b_simple == pytest.approx(res.noise.b_simple, nan_ok=True)
+
+
+# ------------------------------------------------------------------ contaminated timings
+
+def test_off_neighbours_rule():
+    sizes = [8, 16, 32, 64, 128]
+    rates = [100.0, 200.0, 400.0, 800.0, 1600.0]                      # throughput proportional to B: no outlier
+    assert all(math.isnan(x) for x in off_neighbours(sizes, rates))
+    rates[2] = 14.5                                                   # 14.5 against the neighbours' 400
+    got = off_neighbours(sizes, rates)
+    assert got[2] == pytest.approx(14.5 / 400.0) and all(math.isnan(got[i]) for i in (0, 1, 3, 4))
+    assert math.isnan(off_neighbours(sizes, [100, 200, 140, 800, 1600])[2])      # 0.35x: within 1/3..3
+    end = off_neighbours(sizes, [10.0, 200.0, 400.0, 800.0, 1600.0])
+    assert end[0] == pytest.approx(0.1)                               # an end: extrapolated from its two nearest
+    assert all(math.isnan(x) for x in off_neighbours([8, 16], [1.0, 100.0]))       # < 3 points: never judged
+
+
+class SlowOnce(FakeRunner):
+    """B=32's first ``slow`` measurements take 20x longer (another process on the cores)."""
+
+    def __init__(self, data, slow):
+        super().__init__(data, max_micro=1000)
+        self.slow = slow
+
+    def measure(self, batch_size, accumulate, steps, warmup):
+        t = super().measure(batch_size, accumulate, steps, warmup)
+        if batch_size == 32 and self.slow:
+            self.slow -= 1
+            return P.StepTiming([20 * v for v in t.step_times_s], t.data_times_s, t.peak_memory_bytes)
+        return t
+
+
+@pytest.mark.parametrize("slow", [1, 2])
+def test_far_off_timing_remeasured_then_marked(synth_cfg, synth_data, slow, tmp_path):
+    runner = SlowOnce(synth_data, slow)
+    res = P.run_plan(synth_cfg, [8, 16, 32, 64, 128], steps=2, warmup=0, memory_limit_bytes=10 ** 9,
+                     noise_repeats=0, runner=runner, out_dir=tmp_path, echo=None)
+    rows = {r.batch_size: r for r in res.rows}
+    assert runner.calls[:6] == [(8, 1), (16, 1), (32, 1), (64, 1), (128, 1), (32, 1)]   # B=32 measured again
+    expected = 32 / ((0.01 + 0.032) * (1 + 0.1 * 0.5) * (20 if slow == 2 else 1))
+    assert rows[32].direct.samples_per_s == pytest.approx(expected)
+    assert [b for b, r in rows.items() if r.outlier] == ([32] if slow == 2 else [])
+    first = 32 / (20 * (0.01 + 0.032) * 1.05)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert [r["outlier"] for r in plan["rows"]] == [False, False, slow == 2, False, False]
+    table = P.format_table(res)
+    if slow == 2:
+        assert rows[32].note.startswith(f"timing far off its neighbours' ({expected:.4g} samples/s")
+        assert "marked outlier" in rows[32].note and "B=32: timing far off" in table
+    else:
+        assert rows[32].note == (f"re-measured: the first timing ({first:.4g} samples/s, 0.052x the neighbours' "
+                                 f"trend) was off")
+        assert "B=32: re-measured" in table
