@@ -133,6 +133,21 @@ class Preset(str, Enum):
     base = "base"
 
 
+class SplitMode(str, Enum):
+    """How a run splits its dataset (``landscape.data.records.SPLIT_MODES``)."""
+
+    auto = "auto"
+    official = "official"
+    random = "random"
+
+
+class TestCrops(str, Enum):
+    """Evaluation crops of the test protocol (``landscape.train.config.TEST_CROPS``)."""
+
+    grid = "grid"
+    random = "random"
+
+
 class Scheduler(str, Enum):
     """Learning-rate schedule (``landscape.train.config.SCHEDULERS``)."""
 
@@ -208,6 +223,15 @@ def check_device(text: Optional[str]) -> Optional[str]:
     raise _not_one_of(text, DEVICES)
 
 
+def check_model(text: Optional[str]) -> Optional[str]:
+    """Callback: a preset (:class:`Preset`) or ``timm:NAME`` (NAME is checked against timm's registry later)."""
+    if text is None or text in {p.value for p in Preset}:
+        return text
+    if text.startswith("timm:") and len(text) > len("timm:"):
+        return text
+    raise _not_one_of(text, (*(p.value for p in Preset), "timm:NAME"))
+
+
 def check_checkpoint(text: str) -> str:
     """Callback: ``best``, ``last`` or ``epoch_NNN`` (a ``save_every`` checkpoint, e.g. ``epoch_003``)."""
     if text in ("best", "last") or re.fullmatch(r"epoch_\d+", text):
@@ -231,19 +255,22 @@ SURFACE_SUBSETS = typer.Option("train,test", metavar="SPLIT,...", callback=csv_c
                                help="Evaluation subsets, comma-separated from train, val, test "
                                     "(loss, SRCC, PLCC on each).")
 SURFACE_SAMPLES = typer.Option(128, help="Images per evaluation subset (one centre crop each).")
+DATASET = typer.Option(None, "--dataset", metavar="FORMAT:ROOT", show_default="the run's recorded dataset",
+                       help="Dataset to analyse on, e.g. after moving the sweep or the data; verified against "
+                            "the run's record (format, score column, per-split counts and hashes).")
 COMPILE = typer.Option(Compile.auto, "--compile", help="torch.compile the forward pass: on, off, or auto (compile "
                        "when the cells left would take over 5 min eagerly; about 1.6x faster on CPU after up to a "
                        "minute of compiling; checked against eager on the first compiled cell).")
 
 
 def analysis_options(subset: str | Sequence[str], samples: int, batch_size: int, seed: int, which: str, device: str,
-                     loss: Loss | str, compile: Compile | str = "auto"):
+                     loss: Loss | str, compile: Compile | str = "auto", dataset: Optional[str] = None):
     """The :class:`landscape.analyze.jobs.AnalysisOptions` of the shared options (``subset``: one split, or a
-    comma-separated list of them)."""
+    comma-separated list of them; ``dataset``: ``--dataset FORMAT:ROOT`` or None)."""
     from landscape.analyze.jobs import AnalysisOptions
 
     subsets = (value(subset),) if isinstance(subset, Enum) else tuple(csv_strs(subset))
-    return AnalysisOptions(subsets, samples, batch_size, seed, which, device, value(loss), value(compile))
+    return AnalysisOptions(subsets, samples, batch_size, seed, which, device, value(loss), value(compile), dataset)
 
 
 def _is_main() -> bool:

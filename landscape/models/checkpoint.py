@@ -8,9 +8,11 @@ File layout (a plain dict of tensors, numbers and strings; ``torch.save``):
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import pickle
+import shutil
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -55,19 +57,19 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_config: dict[str, 
 
 
 def save_torch(payload: Any, tmp: Path, path: str | Path) -> None:
-    """``torch.save`` whose write failures (disk full: torch's zip writer raises ``RuntimeError``) become an
-    ``OSError`` naming ``path`` (the CLI prints it as one line; the temp file is removed by ``atomic_path``)."""
+    """``torch.save`` whose write failures become an ``OSError`` naming ``path`` (the CLI prints it as
+    one line; the temp file is removed by ``atomic_path``). Torch's zip writer reports a full disk as a
+    ``RuntimeError`` ("file write failed", or "unexpected pos N vs M" when the end record does not
+    fit): ENOSPC when under 1 MiB is left on the device, EIO otherwise."""
     try:
         torch.save(payload, tmp)
     except RuntimeError as e:
-        if "write" not in str(e).lower():
+        text = str(e)
+        if not any(s in text.lower() for s in ("write", "unexpected pos", "inline_container")):
             raise
-        import errno
-        import shutil
-
         free = shutil.disk_usage(Path(tmp).parent).free
         code = errno.ENOSPC if free < (1 << 20) else errno.EIO
-        raise OSError(code, f"{os.strerror(code)} (writing failed: {str(e).splitlines()[0][:120]})",
+        raise OSError(code, f"{os.strerror(code)} (writing failed: {text.splitlines()[0][:120]})",
                       str(path)) from None
 
 

@@ -16,8 +16,11 @@ Families (``model_config["family"]``):
   :data:`EXTRA_KEYS` (dropout rates, ``mlp_ratio``, ``qkv_bias``, ``head_dim``); nothing in a
   checkpoint can name a file or turn on pretrained loading.
 - ``factory`` / ``timm``: imported models (:mod:`landscape.models.imported`); the factory
-  record's fields are typed; timm ``kwargs`` are scalars and may not hold any of
+  record's fields are typed; the timm record holds only :data:`TIMM_RECORD_KEYS`; its ``kwargs``
+  are scalars (the dropout rates of :data:`TIMM_RATE_KWARGS` in [0, 1)) and may not hold any of
   :data:`TIMM_LOADING_KEYS` (``pretrained``, ``pretrained_cfg``, ``checkpoint_path``, ...).
+  Models trained with ``--model timm:NAME`` (:mod:`landscape.models.trainable`) are stored in
+  this family too (``score_range [0, 1]``).
 """
 from __future__ import annotations
 
@@ -51,6 +54,9 @@ EXTRA_KEYS: dict[str, tuple[str, float, float]] = {
 TIMM_LOADING_KEYS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict",
                      "checkpoint_path", "cache_dir", "file", "url", "hf_hub_id", "features_only", "scriptable",
                      "exportable", "no_jit")
+
+TIMM_RECORD_KEYS = ("name", "kwargs", "head", "head_hidden", "dropout", "img_size")
+TIMM_RATE_KWARGS = ("drop_path_rate", "drop_rate", "proj_drop_rate", "attn_drop_rate")   # in [0, 1)
 
 SWIN_KEYS = ("preset", "timm_name", "img_size", "patch_size", "window_size", "embed_dim", "depths", "num_heads",
              "drop_path_rate", "dropout", "head_hidden", "extra", "family")
@@ -179,6 +185,9 @@ def _check_imported(d: Mapping[str, Any], source: str) -> None:
         if not isinstance(rec.get("source_sha256"), str) or not SHA256.match(rec["source_sha256"]):
             _fail(source, "factory.source_sha256", rec.get("source_sha256"), "need a sha256 hex digest")
         return
+    unknown = sorted(str(k) for k in set(rec) - set(TIMM_RECORD_KEYS))
+    if unknown:
+        raise CheckpointError(f"{source}: model_config timm has unknown keys: {', '.join(unknown)}")
     _str(source, "timm.name", rec.get("name"), TIMM_NAME)
     if rec.get("head") not in ("landscape", "own"):
         _fail(source, "timm.head", rec.get("head"), "need 'landscape' or 'own'")
@@ -190,9 +199,12 @@ def _check_imported(d: Mapping[str, Any], source: str) -> None:
     if not isinstance(kwargs, Mapping):
         _fail(source, "timm.kwargs", kwargs, "need a mapping")
     for key, value in kwargs.items():
-        if key in TIMM_LOADING_KEYS or "path" in str(key) or "file" in str(key) or "url" in str(key):
+        named_file = "path" in str(key) or "file" in str(key) or "url" in str(key)
+        if key in TIMM_LOADING_KEYS or (named_file and key not in TIMM_RATE_KWARGS):
             raise CheckpointError(f"{source}: model_config timm.kwargs key {key!r} is refused: a checkpoint may not "
                                   f"set timm's loading arguments ({', '.join(TIMM_LOADING_KEYS[:4])}, ...)")
+        if key in TIMM_RATE_KWARGS:
+            _float(source, f"timm.kwargs.{key}", value, 0.0, 1.0, open_high=True)
         plain = isinstance(value, (bool, numbers.Real)) or value is None or (
             isinstance(value, str) and len(value) <= 64 and "/" not in value and "\\" not in value)
         listed = isinstance(value, (list, tuple)) and len(value) <= 16 and all(

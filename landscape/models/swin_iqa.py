@@ -110,27 +110,27 @@ def _backbone_kwargs(config: SwinIQAConfig) -> dict[str, Any]:
                 **check_extra(config.preset, config.extra))
 
 
-def create_model(config: SwinIQAConfig, *, pretrained: str | Path | None = None) -> SwinIQA:
-    """Build the model. ``pretrained``: None (random init), a local weights file loaded
-    through timm's checkpoint filter (remaps keys, resizes relative-position tables,
-    drops a mismatched head), or ``"hub"`` to download by name (needs network).
-    Weights that cannot be loaded raise :class:`CheckpointError`, never a silent random init.
-    """
-    kwargs = _backbone_kwargs(config)
+def timm_backbone(timm_name: str, *, pretrained: str | Path | None = None, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(timm_name, **kwargs)``: random init (``pretrained=None``), a local weights
+    file loaded through timm's checkpoint filter (remaps keys, resizes relative-position tables,
+    drops a mismatched head), or ``"hub"`` to download by name (needs network). Weights that
+    cannot be loaded raise :class:`CheckpointError`, never a silent random init."""
     if pretrained is None:
-        backbone = timm.create_model(config.timm_name, pretrained=False, **kwargs)
-    else:
-        overlay = {}
-        if str(pretrained) != "hub":
-            path = Path(pretrained)
-            if not path.is_file():
-                raise CheckpointError(f"{path}: pretrained weights file not found")
-            overlay = {"file": str(path)}
-        try:
-            backbone = timm.create_model(config.timm_name, pretrained=True,
-                                         pretrained_cfg_overlay=overlay, **kwargs)
-        except Exception as e:  # timm raises many types (RuntimeError, OSError, HF errors)
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(f"{pretrained}: cannot load pretrained weights for "
-                                  f"{config.timm_name} ({msg[:300]})") from None
-    return SwinIQA(config, backbone)
+        return timm.create_model(timm_name, pretrained=False, **kwargs)
+    overlay = {}
+    if str(pretrained) != "hub":
+        path = Path(pretrained)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: pretrained weights file not found")
+        overlay = {"file": str(path)}
+    try:
+        return timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    except Exception as e:  # timm raises many types (RuntimeError, OSError, HF errors)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{pretrained}: cannot load pretrained weights for "
+                              f"{timm_name} ({msg[:300]})") from None
+
+
+def create_model(config: SwinIQAConfig, *, pretrained: str | Path | None = None) -> SwinIQA:
+    """Build the model; ``pretrained``: None, a local weights file or ``"hub"`` (:func:`timm_backbone`)."""
+    return SwinIQA(config, timm_backbone(config.timm_name, pretrained=pretrained, **_backbone_kwargs(config)))

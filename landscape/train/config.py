@@ -3,6 +3,14 @@
 ``batch_sizes`` are *effective* batches (patches per optimizer step per process
 group); with ``accumulate = K`` each step sums K micro-batches of ``B / K``. The
 learning rate of a run is ``scaled_lr(lr, B * world_size, reference_batch, rule)``.
+
+Protocol keys: ``split`` (``auto``: the format's official split where it has one, else the
+seeded split by reference image / image of :mod:`landscape.data.splits`; ``official``;
+``random``), ``split_seeds`` (one run per split seed: a sweep axis like ``seeds``; more than one
+needs a random split), ``split_ratio`` ``[train, val, test]`` (default 0.7/0.1/0.2; a zero val
+share, e.g. HyperIQA's paper mode 0.8/0/0.2, selects epochs on the test split: stated in
+``dataset.json``), ``test_random_crop`` (``test_crops: grid | random`` in a config file).
+Older files: ``split_seed: N`` reads as ``split_seeds: [N]``.
 """
 from __future__ import annotations
 
@@ -22,11 +30,16 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-from landscape.errors import LandscapeError, check_positive_int
-from landscape.models import PRESETS
+from landscape.data.records import SPLIT_MODES
+from landscape.data.splits import DEFAULT_RATIOS, check_ratios, parse_ratios
+from landscape.errors import LandscapeError, check_choice, check_positive_int
+from landscape.models.schema import MAX_IMG_SIZE
+from landscape.models.trainable import check_model_name
 from landscape.train.lr_rules import RULES
 
 SCHEDULERS = ("cosine", "step", "none")
+TEST_CROPS = ("grid", "random")          # config-file / CLI names of test_random_crop False / True
+ALIASES = {"split_seed": "split_seeds", "test_crops": "test_random_crop"}   # older / friendlier keys
 MAX_SEED = 2 ** 63 - 1      # seeds are torch/numpy int64 seeds
 
 
@@ -36,7 +49,8 @@ class TrainConfig:
 
     dataset: str = ""                       # FORMAT:ROOT
     score_column: str | None = None         # KonIQ: MOS / MOS_zscore; recorded
-    model: str = "micro"                    # preset: micro, tiny, small, base
+    model: str = "micro"                    # preset: micro, tiny, small, base; or timm:NAME
+    img_size: int | None = None             # crop size in px; None = preset / timm default
     pretrained: str | None = None           # local weights file, or "hub"
     batch_sizes: list[int] = field(default_factory=lambda: [32])
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -64,8 +78,16 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0
     amp: bool = False                       # bf16 autocast (CUDA only)
-    split_seed: int = 0
+    split: str = "auto"                     # auto (official where the format has one, else random), official, random
+    split_seeds: list[int] = field(default_factory=lambda: [0])
+    split_ratio: list[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))   # train, val, test
     skip_bad_images: bool = False
+    allow_overlap: bool = False             # accept an image listed in two splits (recorded in config.json)
+
+    @property
+    def split_seed(self) -> int:
+        """The first split seed (the one of a single-split sweep)."""
+        return self.split_seeds[0]
 
     def validate(self) -> TrainConfig:
         if not self.dataset or ":" not in self.dataset:
@@ -73,9 +95,19 @@ class TrainConfig:
         for spec in self.cross_test:
             if ":" not in spec:
                 raise LandscapeError(f"cross_test must be FORMAT:ROOT, got '{spec}'")
-        if self.model not in PRESETS:
-            raise LandscapeError(f"unknown model preset '{self.model}' (valid: {', '.join(PRESETS)})")
-        for name in ("batch_sizes", "seeds", "lr_scaling"):
+        check_model_name(self.model)
+        check_choice("split", self.split, SPLIT_MODES)
+        check_ratios(self.split_ratio)
+        if self.img_size is not None:
+            check_positive_int("img_size", self.img_size, minimum=16, maximum=MAX_IMG_SIZE)
+        if len(set(self.split_seeds)) != len(self.split_seeds):
+            raise LandscapeError(f"split_seeds {self.split_seeds}: each split seed once")
+        if self.split == "official" and len(self.split_seeds) > 1:
+            raise LandscapeError(f"split_seeds {self.split_seeds}: the official split has no seed; "
+                                 f"use --split random to sweep split seeds")
+        for seed in self.split_seeds:
+            check_positive_int("split seed", seed, minimum=0, maximum=MAX_SEED)
+        for name in ("batch_sizes", "seeds", "lr_scaling", "split_seeds"):
             if not getattr(self, name):
                 raise LandscapeError(f"{name} is empty")
         for seed in self.seeds:
@@ -158,8 +190,16 @@ def config_from_mapping(data: dict[str, Any], source: str = "config") -> dict[st
     out = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
+        if key == "test_crops":
+            check_choice(f"{source}: test_crops", value, TEST_CROPS)
+            value = value == "random"
+        if key == "split_ratio" and isinstance(value, str):
+            value = list(parse_ratios(value, f"{source}: split_ratio"))
+        key = ALIASES.get(key, key)
         if key not in known:
             raise LandscapeError(f"{source}: unknown key '{raw_key}'")
+        if key in out:
+            raise LandscapeError(f"{source}: key '{raw_key}' given twice (also as {key})")
         out[key] = _coerce(str(raw_key), value, hints[key], source)
     return out
 
@@ -192,3 +232,31 @@ def resolve_config(file_values: dict[str, Any], cli_values: dict[str, Any]) -> T
     merged = dict(file_values)
     merged.update({k: v for k, v in cli_values.items() if v is not None})
     return TrainConfig(**config_from_mapping(merged)).validate()
+
+
+# records derived from the inputs (not settings) that earlier versions did not write
+_DERIVED = ("pretrained_matched_keys", "pretrained_dropped_keys", "pretrained_sha256")
+
+
+def config_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between a recorded config (``sweep.json``, ``config.json``) and
+    the current one. A record written before a key existed counts as holding that key's
+    :class:`TrainConfig` default (what the older version did), its ``split_seed: N`` as
+    ``split_seeds: [N]``, and a missing derived record (``pretrained_*``) as no difference; so
+    older sweeps resume unchanged."""
+    old = dict(recorded)
+    if "split_seed" in old and "split_seeds" not in old and "split_seed" not in current:
+        old["split_seeds"] = [old.pop("split_seed")]
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in fields(TrainConfig)}
+    diff = []
+    for key in sorted(set(old) | set(current)):
+        if key in old and key in current:
+            same = old[key] == current[key]
+        elif key in current:
+            same = key in _DERIVED or (key in defaults and current[key] == defaults[key])
+        else:
+            same = False
+        if not same:
+            diff.append(key)
+    return diff

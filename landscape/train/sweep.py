@@ -1,4 +1,4 @@
-"""Sweeps: batch sizes x LR rules x seeds, one run folder each, plus ``sweep.json``.
+"""Sweeps: batch sizes x LR rules x seeds (x split seeds), one run folder each, plus ``sweep.json``.
 
 ``sweep.json`` is a static manifest (the sweep config and the ordered run list);
 run status lives in each run's ``final.json``, so job-array members (``--only``)
@@ -15,6 +15,7 @@ out-of-memory run has none (it is retried by the next call).
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 from dataclasses import dataclass
@@ -24,10 +25,13 @@ from typing import Any
 import torch
 
 from landscape import distributed as dist
+from landscape.data.check import check_split_overlap
 from landscape.errors import LandscapeError
 from landscape.provenance import provenance
 from landscape.store import read_json, safe_rmtree, write_json
-from landscape.train.config import TrainConfig
+from landscape.train.config import TrainConfig, config_differences
+from landscape.train.locks import TrainLocks, is_lock_name
+from landscape.train.pretrained import pretrained_match
 from landscape.train.trainer import RunResult, RunSpec, check_batch_fits, check_run_dir, run_config, train_run
 
 MANIFEST = "sweep.json"
@@ -35,8 +39,11 @@ KIND = "landscape-sweep"
 
 
 def expand_sweep(cfg: TrainConfig) -> list[RunSpec]:
-    """Runs in a fixed order: batch size, then LR rule, then seed."""
-    return [RunSpec(b, s, r, cfg.accumulate) for b in cfg.batch_sizes for r in cfg.lr_scaling for s in cfg.seeds]
+    """Runs in a fixed order: batch size, then LR rule, then seed, then split seed (named
+    ``..._split{k}`` only when the sweep has more than one split seed)."""
+    many = len(cfg.split_seeds) > 1
+    return [RunSpec(b, s, r, cfg.accumulate, k, many) for b in cfg.batch_sizes for r in cfg.lr_scaling
+            for s in cfg.seeds for k in cfg.split_seeds]
 
 
 def _identity(cfg: TrainConfig) -> dict[str, Any]:
@@ -61,15 +68,15 @@ def prepare_output(cfg: TrainConfig, out: Path, force: bool = False) -> None:
         old = read_json(manifest)
         if old.get("kind") != KIND:
             raise LandscapeError(f"{manifest}: not a landscape sweep manifest")
-        if old.get("config") != _identity(cfg):
+        changed = config_differences(old.get("config") or {}, _identity(cfg))
+        if changed:
             if not force:
-                changed = sorted(k for k in set(old.get("config", {})) | set(_identity(cfg))
-                                 if old.get("config", {}).get(k) != _identity(cfg).get(k))
                 raise LandscapeError(f"{out}: holds a different sweep (differs in: {', '.join(changed)}); "
                                      f"use another --out or --force to replace it")
             if dist.is_main():
                 safe_rmtree(out, _inputs(cfg))
-    elif out.exists() and any(not p.name.startswith(f".{MANIFEST}.") for p in out.iterdir()):
+    elif out.exists() and any(not p.name.startswith(f".{MANIFEST}.") and not is_lock_name(p.name)
+                              for p in out.iterdir()):
         # (a job-array member may be writing the manifest right now: its temp file is not "content")
         if not force:
             raise LandscapeError(f"{out}: folder is not empty and holds no sweep; use another --out or --force")
@@ -78,7 +85,8 @@ def prepare_output(cfg: TrainConfig, out: Path, force: bool = False) -> None:
     dist.barrier()
     if dist.is_main() and not manifest.exists():
         runs = [{"index": i, "name": s.name, "batch_size": s.batch_size, "seed": s.seed,
-                 "lr_rule": s.lr_rule, "accumulate": s.accumulate} for i, s in enumerate(expand_sweep(cfg))]
+                 "lr_rule": s.lr_rule, "accumulate": s.accumulate, "split_seed": s.split_seed}
+                for i, s in enumerate(expand_sweep(cfg))]
         write_json(manifest, {"kind": KIND, "config": _identity(cfg), "runs": runs,
                               "provenance": provenance()})
     dist.barrier()
@@ -109,35 +117,69 @@ class _Bar:
         self.bar.close()
 
 
-def run_sweep(cfg: TrainConfig, out: Path, *, force: bool = False, only: list[int] | None = None,
-              resume: bool = True, progress: bool = True, echo=print) -> list[RunResult]:
-    """Train every run (or the ``only`` indices); finished runs are skipped, failures reported."""
-    from landscape.train import pipeline
-
-    specs = expand_sweep(cfg)
+def _chosen(specs: list[RunSpec], only: list[int] | None) -> list[tuple[int, RunSpec]]:
     if only is not None:
         bad = [i for i in only if not 0 <= i < len(specs)]
         if bad:
             raise LandscapeError(f"--only {bad[0]}: the sweep has runs 0..{len(specs) - 1} (see --list)")
-    chosen = [(i, s) for i, s in enumerate(specs) if only is None or i in only]
+    return [(i, s) for i, s in enumerate(specs) if only is None or i in only]
+
+
+def run_sweep(cfg: TrainConfig, out: Path, *, force: bool = False, only: list[int] | None = None,
+              resume: bool = True, progress: bool = True, echo=print) -> list[RunResult]:
+    """Train every run (or the ``only`` indices); finished runs are skipped, failures reported.
+
+    ``--pretrained`` is checked against the backbone first (nothing written if refused); then the
+    chosen runs' training locks are taken (:mod:`landscape.train.locks`: a second command on the
+    same runs stops at once) before the data is loaded."""
+    chosen = _chosen(expand_sweep(cfg), only)
+    pretrained_match(cfg)                     # refuses a file that does not fit, before --out is created
+    fresh = not Path(out).exists()
+    locks = TrainLocks(out, [s.name for _, s in chosen]) if dist.is_main() else contextlib.nullcontext()
+    with locks:
+        try:
+            return _run_sweep(cfg, out, force=force, only=only, resume=resume, progress=progress, echo=echo,
+                              locks=locks if isinstance(locks, TrainLocks) else None)
+        except BaseException:
+            if isinstance(locks, TrainLocks):
+                locks.discard_created(fresh)  # e.g. refused before any write: nothing left behind
+            raise
+
+
+def _run_sweep(cfg: TrainConfig, out: Path, *, force: bool, only: list[int] | None, resume: bool, progress: bool,
+               echo, locks: TrainLocks | None) -> list[RunResult]:
+    from landscape.train import pipeline
+
+    specs = expand_sweep(cfg)
+    chosen = _chosen(specs, only)
     world = dist.world_size()
     for _, spec in chosen:
-        run_config(cfg, spec, world)          # divisibility by accumulate x world size
-    data = pipeline.load_run_data(cfg)
-    skipped = data.identity.get("skipped_images", [])
+        run_config(cfg, spec, world)          # divisibility by accumulate x world size; --pretrained fits
+    pre = pretrained_match(cfg)               # (cached: checked by run_config above, before any write)
+    if pre is not None and dist.is_main():
+        echo(pre.describe())
+    datas = pipeline.load_sweep_data(cfg, [s.split_seed for _, s in chosen])
+    skipped = next(iter(datas.values())).identity.get("skipped_images", [])
     if skipped and dist.is_main():
         print(f"skipping {len(skipped)} unreadable image(s) (--skip-bad-images):", file=sys.stderr)
         for item in skipped:
             print(f"  {item}", file=sys.stderr)
-    check_batch_fits(data, max(s.batch_size for _, s in chosen), world)
+    for data in datas.values():
+        check_split_overlap(data.dataset, cfg.allow_overlap, cfg.dataset)   # before anything is written
+    for _, spec in chosen:
+        check_batch_fits(datas[spec.split_seed], spec.batch_size, world)
     prepare_output(cfg, out, force)
+    if locks is not None:
+        locks.renew()                         # --force may have removed the lock files with the folder
     for _, spec in chosen:
         check_run_dir(Path(out) / spec.name, run_config(cfg, spec, world))
     results = []
     for i, spec in chosen:
+        for other in set(datas) - {spec.split_seed}:
+            datas[other].release()                # one decoded-image cache at a time
         bar = _Bar(spec.name, cfg.epochs) if progress else None
         try:
-            res = train_run(cfg, spec, Path(out) / spec.name, resume=resume, progress=bar, data=data)
+            res = train_run(cfg, spec, Path(out) / spec.name, resume=resume, progress=bar, data=datas[spec.split_seed])
         except torch.OutOfMemoryError as e:
             if dist.is_initialized():   # the other ranks cannot skip this run in step
                 raise

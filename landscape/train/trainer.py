@@ -2,8 +2,16 @@
 
 Run folder (one per batch size x accumulation x LR rule x seed):
 - ``config.json``: the resolved run config (``run_lr`` from the LR rule, ``effective_batch``,
-  ``per_rank_batch``, ``micro_batch``, ``accumulate``, ``world_size``);
-- ``dataset.json``: dataset identity (format, root, score column, split sizes, split hash);
+  ``per_rank_batch``, ``micro_batch``, ``accumulate``, ``world_size``, the run's ``split_seed``, and
+  ``split_sha256``: the hash of its ``split.json``'s splits, :mod:`landscape.train.pipeline`; with a
+  ``--pretrained`` file ``pretrained_matched_keys``, ``pretrained_dropped_keys``, ``pretrained_sha256``,
+  :mod:`landscape.train.pretrained`);
+- ``split.json``: the split the run used (per split the sorted relative image paths, their
+  annotation row indices and the indices' hash);
+- ``dataset.json``: dataset identity (format, absolute root, score column, split sizes, split
+  hashes: :meth:`landscape.data.records.IQADataset.identity`); a resume first verifies the
+  loaded dataset against it (:func:`~landscape.data.records.verify_identity`) and refuses a
+  changed one before anything is written; ``config.json``'s ``dataset`` holds the absolute root;
 - ``log.jsonl``: one line per epoch: ``train_loss`` (patch-weighted mean of the step
   losses), ``lr`` (LR of the epoch's first step) and ``lr_last`` (its last), ``steps``,
   ``train``/``val``/``test``/cross ``{srcc, plcc, krcc, n}`` (test protocol), ``epoch_time_s``
@@ -39,17 +47,20 @@ from typing import Any, Callable
 import torch
 
 from landscape import distributed as dist
+from landscape.data.check import check_split_overlap
+from landscape.data.loading import absolute_spec
+from landscape.data.records import verify_identity
 from landscape.device import memory_kind, peak_bytes, reset_peak, resolve_device
 from landscape.errors import LandscapeError
 from landscape.metrics import iqa_scores
-from landscape.models import create_model, model_config
 from landscape.models.checkpoint import save_checkpoint, save_torch
 from landscape.provenance import provenance
 from landscape.store import atomic_path, read_json, write_json
 from landscape.train import pipeline
-from landscape.train.config import TrainConfig
+from landscape.train.config import TrainConfig, config_differences
 from landscape.train.losses import IQALoss
 from landscape.train.lr_rules import scaled_lr
+from landscape.train.pretrained import build_run_model, pretrained_record
 from landscape.train.schedule import make_scheduler
 from landscape.train.state import STATE_FORMAT, restore_train_state
 from landscape.train.step import train_step
@@ -66,10 +77,13 @@ class RunSpec:
     seed: int
     lr_rule: str
     accumulate: int = 1
+    split_seed: int = 0
+    show_split: bool = False    # name ends in _split{split_seed} (sweeps over more than one split seed)
 
     @property
     def name(self) -> str:
-        return f"bs{self.batch_size}_acc{self.accumulate}_{self.lr_rule}_seed{self.seed}"
+        tail = f"_split{self.split_seed}" if self.show_split else ""
+        return f"bs{self.batch_size}_acc{self.accumulate}_{self.lr_rule}_seed{self.seed}{tail}"
 
 
 @dataclass
@@ -87,13 +101,15 @@ def run_config(cfg: TrainConfig, spec: RunSpec, world_size: int = 1) -> dict[str
         raise LandscapeError(f"batch size {spec.batch_size} is not divisible by accumulate x world size "
                              f"= {spec.accumulate * world_size}")
     per_rank = spec.batch_size // world_size
-    sweep_keys = {"batch_sizes", "seeds", "lr_scaling", "device", "workers"}
+    sweep_keys = {"batch_sizes", "seeds", "lr_scaling", "split_seeds", "device", "workers"}
     base = {k: v for k, v in cfg.to_dict().items() if k not in sweep_keys}
-    return {**base, "run": spec.name, "batch_size": spec.batch_size, "seed": spec.seed,
+    base["dataset"] = absolute_spec(cfg.dataset)        # the resolved absolute root, never as typed
+    return {**base, "run": spec.name, "batch_size": spec.batch_size, "seed": spec.seed, "split_seed": spec.split_seed,
             "lr_rule": spec.lr_rule, "accumulate": spec.accumulate, "world_size": world_size,
             "per_rank_batch": per_rank, "micro_batch": per_rank // spec.accumulate,
             "effective_batch": spec.batch_size,
-            "run_lr": scaled_lr(cfg.lr, spec.batch_size, cfg.reference_batch, spec.lr_rule)}
+            "run_lr": scaled_lr(cfg.lr, spec.batch_size, cfg.reference_batch, spec.lr_rule),
+            **pretrained_record(cfg)}   # --pretrained checked against the backbone here, before any write
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -145,9 +161,11 @@ def check_run_dir(run_dir: Path, rcfg: dict[str, Any]) -> None:
     existing = Path(run_dir) / "config.json"
     if not existing.exists():
         return
-    old = {k: v for k, v in read_json(existing).items() if k != "provenance"}
-    if old != rcfg:
-        diff = sorted(k for k in set(old) | set(rcfg) if old.get(k) != rcfg.get(k))
+    old = {k: v for k, v in read_json(existing).items() if k not in ("provenance", "split_sha256")}
+    if isinstance(old.get("dataset"), str) and ":" in old["dataset"]:
+        old["dataset"] = absolute_spec(old["dataset"])  # older runs wrote the root as typed (cwd-relative)
+    diff = config_differences(old, rcfg)
+    if diff:
         raise LandscapeError(f"{run_dir}: holds a run with a different config (differs in: {', '.join(diff)}); "
                              f"use another --out or --force")
 
@@ -196,16 +214,24 @@ def train_run(cfg: TrainConfig, spec: RunSpec, run_dir: Path, *, resume: bool = 
                          final.get("metrics", {}))
 
     device = resolve_device(cfg.device)
-    data = data or pipeline.load_run_data(cfg)
+    data = data or pipeline.load_run_data(cfg, spec.split_seed)
+    if data.split_seed != spec.split_seed:
+        raise LandscapeError(f"{spec.name}: data of split seed {data.split_seed} given for split seed {spec.split_seed}")
+    check_split_overlap(data.dataset, cfg.allow_overlap, cfg.dataset)
     check_batch_fits(data, spec.batch_size, world)
+    state_path = run_dir / "train_state.pt"
+    if resume and state_path.exists() and (run_dir / "dataset.json").exists():
+        # before anything is written: a changed dataset is refused and dataset.json kept
+        verify_identity(read_json(run_dir / "dataset.json"), data.dataset, str(run_dir))
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", {**rcfg, "provenance": provenance()})
+        write_json(run_dir / "split.json", data.split_record)
+        write_json(run_dir / "config.json", {**rcfg, "split_sha256": data.split_sha256, "provenance": provenance()})
         write_json(run_dir / "dataset.json", data.identity)
 
     torch.manual_seed(spec.seed)
-    mcfg = model_config(cfg.model, drop_path_rate=cfg.drop_path, dropout=cfg.dropout)
-    model = create_model(mcfg, pretrained=cfg.pretrained).to(device)
+    model, mcfg = build_run_model(cfg)          # --pretrained loaded strictly (train/pretrained.py)
+    model = model.to(device)
     criterion = IQALoss(cfg.ranking_alpha, cfg.ranking_margin)
     optimizer = torch.optim.AdamW(model.parameters(), lr=rcfg["run_lr"], weight_decay=cfg.weight_decay)
     steps = data.steps_per_epoch(spec.batch_size, world)
@@ -214,7 +240,6 @@ def train_run(cfg: TrainConfig, spec: RunSpec, run_dir: Path, *, resume: bool = 
                                steps_per_epoch=steps, step_size=cfg.step_size, gamma=cfg.step_gamma)
     history: list[dict] = []
     best_val, best_epoch, bad_epochs, start = -math.inf, None, 0, 0
-    state_path = run_dir / "train_state.pt"
     if resume and state_path.exists():
         state = restore_train_state(state_path, model, optimizer, scheduler)   # validated (train/state.py)
         history = list(state["history"])
@@ -284,10 +309,10 @@ def train_run(cfg: TrainConfig, spec: RunSpec, run_dir: Path, *, resume: bool = 
         if main:
             meta = {**meta_base, "epoch": epoch, "metrics": record}
             if improved:
-                save_checkpoint(run_dir / "best.pt", model, mcfg.to_dict(), {**meta, "kind": "best"})
-            save_checkpoint(run_dir / "last.pt", model, mcfg.to_dict(), {**meta, "kind": "last"})
+                save_checkpoint(run_dir / "best.pt", model, mcfg, {**meta, "kind": "best"})
+            save_checkpoint(run_dir / "last.pt", model, mcfg, {**meta, "kind": "last"})
             if cfg.save_every and (epoch + 1) % cfg.save_every == 0:
-                save_checkpoint(run_dir / f"epoch_{epoch:03d}.pt", model, mcfg.to_dict(), {**meta, "kind": "epoch"})
+                save_checkpoint(run_dir / f"epoch_{epoch:03d}.pt", model, mcfg, {**meta, "kind": "epoch"})
             _write_log(run_dir, history)
             with atomic_path(state_path) as tmp:   # the resume point: written last
                 save_torch({"format": STATE_FORMAT, "model": model.state_dict(),

@@ -18,6 +18,7 @@ def _values(enum) -> tuple[str, ...]:
 
 def _library_choices() -> dict[str, tuple[object, tuple]]:
     from landscape.data import FORMATS, SPLITS
+    from landscape.data.records import SPLIT_MODES
     from landscape.hessian import STARTS, TRACE_METHODS
     from landscape.linalg import WHICH
     from landscape.models.swin_iqa import PRESETS
@@ -27,7 +28,7 @@ def _library_choices() -> dict[str, tuple[object, tuple]]:
     from landscape.surface.directions import NORMALIZATIONS
     from landscape.surface.evaluate import COMPILE_MODES
     from landscape.surface.interpolate import BUFFER_MODES
-    from landscape.train.config import SCHEDULERS
+    from landscape.train.config import SCHEDULERS, TEST_CROPS
     from landscape.train.lr_rules import RULES
 
     return {"split": (O.Split, SPLITS), "format": (O.DataFormat, FORMATS), "start": (O.Start, STARTS),
@@ -36,7 +37,8 @@ def _library_choices() -> dict[str, tuple[object, tuple]]:
             "normalization": (O.Normalization, NORMALIZATIONS), "compile": (O.Compile, COMPILE_MODES),
             "buffers": (O.Buffers, BUFFER_MODES), "scheduler": (O.Scheduler, SCHEDULERS),
             "lr_rules": (O.LR_RULES, RULES), "measures": (O.MEASURES, MEASURES),
-            "keskar_spaces": (O.KESKAR_SPACES, KESKAR_SPACES)}
+            "keskar_spaces": (O.KESKAR_SPACES, KESKAR_SPACES), "split_mode": (O.SplitMode, SPLIT_MODES),
+            "test_crops": (O.TestCrops, TEST_CROPS)}
 
 
 @pytest.mark.parametrize("name", sorted(_library_choices()))

@@ -98,7 +98,7 @@ def test_help_shows_defaults_and_readable_metavars(tmp_path):
         assert needle in hessian, needle
     train = " ".join(res["train"].out.split())
     for needle in ("[default: (micro)]", "[default: (auto)]", "[default: (sqrt)]", "[default: (cosine)]",
-                   "--model <micro|tiny|small|base>"):
+                   "--model <micro|tiny|small|base|timm:NAME>"):
         assert needle in train, needle
     assert "[default: (torch default)" in " ".join(res["root"].out.split())
 

@@ -40,7 +40,8 @@ def test_killed_run_left_only_complete_files(training):
     assert "final.json" not in training.files_at_kill and "train_state.pt" in training.files_at_kill
     assert training.load_at_kill and set(training.load_at_kill.values()) == {"ok"}, training.load_at_kill
     for name in training.files_at_kill:   # finished files, or hidden temp files of the dead process
-        assert name in {*CHECKPOINTS, "train_state.pt", "log.jsonl", "config.json", "dataset.json"} or (
+        assert name in {*CHECKPOINTS, "train_state.pt", "log.jsonl", "config.json", "dataset.json",
+                        "split.json"} or (
             name.startswith(".") and name.endswith(".tmp")), name
 
 

@@ -55,3 +55,18 @@ def test_yaml_exponent_strings_and_bad_types(tmp_path):
         resolve_config({}, {"dataset": "synthetic:/d", "model": "huge"})
     with pytest.raises(LandscapeError, match="cross_test must be FORMAT:ROOT"):
         resolve_config({}, {"dataset": "synthetic:/d", "cross_test": ["spaq"]})
+
+
+def test_records_of_older_versions_compare_equal_to_their_defaults():
+    from landscape.train.config import TrainConfig, config_differences
+
+    cfg = TrainConfig(dataset="synthetic:/d").validate().to_dict()
+    older = {k: v for k, v in cfg.items() if k not in ("allow_overlap", "img_size", "split", "split_ratio",
+                                                       "split_seeds")}
+    older["split_seed"] = 0
+    assert config_differences(older, cfg) == []
+    assert config_differences({**older, "split_seed": 3}, cfg) == ["split_seeds"]
+    assert config_differences(older, {**cfg, "allow_overlap": True}) == ["allow_overlap"]
+    assert config_differences(older, {**cfg, "pretrained_matched_keys": 12}) == []
+    assert config_differences({**cfg, "lr": 1.0}, cfg) == ["lr"]
+    assert config_differences({**cfg, "gone": 1}, cfg) == ["gone"]
