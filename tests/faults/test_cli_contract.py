@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from faultkit import ENV, HESSIAN, REPO, SHARPNESS, one_line_error, real_cli, wait_for
@@ -118,8 +119,10 @@ def test_command_line_imports_no_torch_before_a_command_runs(tmp_path):
 
 
 SLOW_REPORT = '''
-import sys, time
+import faulthandler, signal, sys, time
 import landscape.report.build as build
+
+faulthandler.register(signal.SIGUSR1, all_threads=True)   # the test's diagnosis if Ctrl-C ever hangs
 
 def _forever(*args, **kwargs):
     print("inside the command", flush=True)
@@ -140,6 +143,14 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, server):
     out = job.prefix.parent / (job.prefix.name + ".out")
     wait_for(lambda: out.exists() and "inside the command" in out.read_text(), "the command to start", job)
     job.send(signal.SIGINT)
+    try:
+        wait_for(lambda: not job.running(), "the interrupted command to exit", timeout=60, every=0.05)
+    except AssertionError:
+        job.send(signal.SIGUSR1)                                  # dump every thread's stack to stderr
+        time.sleep(2)
+        err = job.prefix.parent / (job.prefix.name + ".err")
+        job.kill()
+        raise AssertionError("Ctrl-C did not end the command within 60 s; its stacks:\n" + err.read_text()) from None
     res = job.wait(timeout=60)
     assert res.rc == 130, res.describe()
     assert res.err_lines == [INTERRUPTED], res.describe()
