@@ -187,13 +187,17 @@ def measure_memory(s: dict, device, deadline: float) -> dict:
 
 # ---------------------------------------------------------------- Hessian and surface
 
-def measure_hessian(s: dict, device, deadline: float) -> dict:
-    from landscape.hessian import HessianOperator, top_eigenvalues
+def _eval_setup(s: dict, device, samples: int, seed: int):
+    """The Hessian/surface model in eval mode, MSE, and ``samples`` random images in batches."""
     torch.manual_seed(0)
     model, size = build_model(s["h_model"])
     model = model.to(device).eval()
-    crit = torch.nn.MSELoss()
-    batches = random_batches(s["h_samples"], s["h_batch"], size, 1, device)
+    return model, size, torch.nn.MSELoss(), random_batches(samples, s["h_batch"], size, seed, device)
+
+
+def measure_hessian(s: dict, device, deadline: float) -> dict:
+    from landscape.hessian import HessianOperator, top_eigenvalues
+    model, size, crit, batches = _eval_setup(s, device, s["h_samples"], 1)
     out = dict(model=s["h_model"], px=size, samples=s["h_samples"], batch=s["h_batch"], k=s["k"], tol=1e-3)
     with Clock(device) as c:
         with HessianOperator(model, crit, batches) as op:
@@ -230,11 +234,7 @@ def measure_hessian(s: dict, device, deadline: float) -> dict:
 
 def measure_surface(s: dict, device, deadline: float) -> dict:
     from landscape.surface import DirectionSpec, compute_surface
-    torch.manual_seed(0)
-    model, size = build_model(s["h_model"])
-    model = model.to(device).eval()
-    crit = torch.nn.MSELoss()
-    batches = random_batches(s["s_samples"], s["h_batch"], size, 2, device)
+    model, size, crit, batches = _eval_setup(s, device, s["s_samples"], 2)
     cells = s["grid"] ** 2
     with torch.inference_mode():
         model(batches[0][0])
