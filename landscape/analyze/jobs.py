@@ -59,17 +59,10 @@ class AnalysisOptions:
 
 def expand_runs(paths: Sequence[Path]) -> list[Path]:
     """Run folders of every sweep folder named; run folders and checkpoint files as given."""
-    from landscape.train.sweep import sweep_runs
+    from landscape.train.sweep import distinct_runs, sweep_runs
 
-    out: list[Path] = []
-    seen: set[Path] = set()
-    for p in map(Path, paths):
-        for run in ([p] if p.is_file() else sweep_runs(p)):
-            real = run.resolve()          # the same run reached through a symlink counts once
-            if real not in seen:
-                seen.add(real)
-                out.append(run)
-    return out
+    # the same run reached through a symlink counts once
+    return distinct_runs(run for p in map(Path, paths) for run in ([p] if p.is_file() else sweep_runs(p)))
 
 
 def trained_runs(paths: Sequence[Path], which: str = "best", log: Callable[[str], None] = lambda m: None) -> list[Path]:

@@ -46,7 +46,7 @@ from landscape.report.settings import (
     sharpness_settings,
 )
 from landscape.store import check_json_types, read_json, read_jsonl
-from landscape.train.sweep import MANIFEST, manifest_run_names
+from landscape.train.sweep import MANIFEST, distinct_runs, manifest_run_names
 
 REFERENCE_RHO = {"linf": 2e-3, "l2": 1.0, "average": 0.1}
 HESSIAN_MEASURES = {"topk": "hessian_lambda_max", "trace": "hessian_trace", "density": "hessian_density"}
@@ -284,14 +284,10 @@ def collect_sweep(root: Path, filters: Sequence[SettingFilter] = ()) -> SweepDat
     manifest = root / MANIFEST
     if not manifest.exists():
         raise LandscapeError(f"{root}: not a sweep folder (no {MANIFEST})")
-    names, seen = [], {}
-    for n in manifest_run_names(manifest):
-        real = (root / n).resolve()        # one run reached under two names (a symlink) counts once
-        if real in seen:
-            warnings.warn(f"{root / n}: the same run folder as {seen[real]} (a link): counted once")
-            continue
-        seen[real] = n
-        names.append(n)
+    def linked(path: Path, first: Path) -> None:
+        warnings.warn(f"{path}: the same run folder as {first.name} (a link): counted once")
+    # one run reached under two names (a symlink) counts once
+    names = [p.name for p in distinct_runs([root / n for n in manifest_run_names(manifest)], linked)]
     invalid: list[str] = []
     runs = [collect_run(root / n, invalid) if (root / n / "config.json").exists()
             else RunRecord(n, root / n, "not started", {"run": n}, missing=["training (not started)"])

@@ -20,7 +20,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -225,6 +225,23 @@ def check_run_name(source: Path, name: str) -> str:
     if bad:
         raise LandscapeError(f"{source}: run name {name!r:.80} is not a plain folder name inside the sweep")
     return name
+
+
+def distinct_runs(paths: Iterable[Path], on_duplicate: Callable[[Path, Path], None] | None = None) -> list[Path]:
+    """``paths`` without those that resolve to a folder or file already listed (a run reached
+    through a symlink, or named twice, counts once); ``on_duplicate(path, first)`` is told of each
+    one dropped. Order kept."""
+    out: list[Path] = []
+    first: dict[Path, Path] = {}
+    for p in map(Path, paths):
+        real = p.resolve()
+        if real in first:
+            if on_duplicate is not None:
+                on_duplicate(p, first[real])
+            continue
+        first[real] = p
+        out.append(p)
+    return out
 
 
 def manifest_run_names(manifest: Path) -> list[str]:

@@ -337,3 +337,15 @@ def test_unfinished_runs_are_listed_and_skipped(tmp_path):
     with pytest.raises(LandscapeError, match=r"no run has a 'best.pt' checkpoint yet \(not trained: bs8_s0, "
                                              r"bs16_s0, bs32_s0, bs64_s0, bs128_s0\)$"):
         trained_runs([root], "best")
+
+
+def test_a_run_reached_through_a_symlink_counts_once(tmp_path):
+    root = tmp_path / "sweep"
+    make_sweep(root)
+    manifest = read_json(root / "sweep.json")
+    (root / "bs8_again").symlink_to(root / _name(8), target_is_directory=True)
+    write_json(root / "sweep.json", {"runs": [*manifest["runs"], {"name": "bs8_again"}]})
+    with pytest.warns(UserWarning, match=r"bs8_again: the same run folder as bs8_s0 \(a link\): counted once"):
+        data = collect_sweep(root)
+    assert sorted(r.name for r in data.runs) == sorted(_name(b) for b in BATCHES)
+    assert trained_runs([root]) == [root / _name(b) for b in BATCHES]      # analyses count it once too
