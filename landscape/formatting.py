@@ -12,7 +12,8 @@ Tables (:func:`render_table`): a header row and body rows of cells, one of
 - ``"text"``: left-aligned columns two spaces apart under a dashed rule (the terminal);
 - ``"markdown"``: a pipe table (``|`` inside a cell escaped as ``\\|``);
 - ``"latex"``: a booktabs ``tabular`` (``\\toprule``/``\\midrule``/``\\bottomrule``, needs
-  ``\\usepackage{booktabs}``) with every cell escaped by :func:`latex_escape`;
+  ``\\usepackage{booktabs}``) with every cell escaped by :func:`latex_escape`, except a
+  :class:`TeX` cell (already LaTeX, e.g. ``TeX(r"$\\lambda_{\\max}$")``), passed through as it is;
 - ``"csv"``: RFC 4180 via :mod:`csv` (``\\r\\n`` line ends), cells written raw (numbers
   unrounded, None as an empty field), so the file keeps the stored values;
 - ``"html"``: a ``<table>`` with ``<thead>``/``<tbody>``, every cell HTML-escaped.
@@ -58,6 +59,11 @@ def fmt(value: Any, se: Any = None, digits: int = 4, se_digits: int = 2) -> str:
     if _is_real(se) and math.isfinite(float(se)):
         text += f" ± {float(se):.{se_digits}g}"
     return text
+
+
+class TeX(str):
+    """A cell already written in LaTeX: the latex renderer passes it through unescaped (the other
+    kinds treat it as the plain string it is, so give those the readable label instead)."""
 
 
 def cell_text(value: Any) -> str:
@@ -116,9 +122,14 @@ def _markdown(header: Sequence[str], cells: list[list[str]]) -> str:
     return "\n".join([line(header), "|" + "---|" * len(header), *map(line, cells)]) + "\n"
 
 
+def _tex_cell(c: Any) -> str:
+    return str(c) if isinstance(c, TeX) else latex_escape(str(c))
+
+
+
 def _latex(header: Sequence[str], cells: list[list[str]]) -> str:
     def line(row: Sequence[str]) -> str:
-        return " & ".join(latex_escape(str(c)) for c in row) + r" \\"
+        return " & ".join(_tex_cell(c) for c in row) + r" \\"
     out = [r"\begin{tabular}{" + "l" * len(header) + "}", r"\toprule", line(header), r"\midrule",
            *map(line, cells), r"\bottomrule", r"\end{tabular}"]
     return "\n".join(out) + "\n"
@@ -151,7 +162,8 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[Any]], kind: Tab
             raise ValueError(f"table row {i}: {len(row)} cells for {width} columns")
     if kind == "csv":
         return _csv(header, rows)
-    return _RENDERERS[kind](header, [[cell_text(c) for c in row] for row in rows])
+    cells = [[c if isinstance(c, TeX) else cell_text(c) for c in row] for row in rows]
+    return _RENDERERS[kind](header, cells)
 
 
 def render(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], headers: Sequence[str] | None = None,
@@ -160,4 +172,4 @@ def render(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], headers: S
     return render_table(list(headers or columns), [[r.get(c, "") for c in columns] for r in rows], kind)
 
 
-__all__ = ["TABLE_KINDS", "TableKind", "cell_text", "fmt", "latex_escape", "render", "render_table"]
+__all__ = ["TABLE_KINDS", "TeX", "TableKind", "cell_text", "fmt", "latex_escape", "render", "render_table"]

@@ -6,8 +6,10 @@ memory at each B (filled: direct; open: the accumulation plan, labelled), the fi
 memory model ``fixed + per_sample * B`` of direct steps, the memory limit (horizontal)
 and the largest fitting batch (vertical); a limit or largest batch far off the measured
 range (more than ``OFF_SCALE`` times) is named in the legend instead of stretching the
-axes. Both panels mark B_simple (dash-dot line, its confidence interval shaded). The x
-axis is log2 with the candidate sizes as ticks; the time axis is logarithmic when the
+axes. Both panels mark B_simple (dash-dot line, its confidence interval shaded, clipped to
+the axis: a lower bound <= 0 cannot be drawn on a log axis, and the legend says "clipped"). The x
+axis is log2 with the candidate sizes as ticks and spans the batch sizes (never stretched to a
+B_simple outside them, which the legend names instead); the time axis is logarithmic when the
 times span more than a factor 5. Legends sit to the right of each panel. Paper style of
 :mod:`landscape.figures.style`.
 """
@@ -71,8 +73,8 @@ def plan_figure(result: Any, out_stem: str | Path) -> list[Path]:
     show_max = 0 < max_b <= OFF_SCALE * max(sizes)
     noise = result.noise
     b_simple = noise.b_simple if noise is not None else float("nan")
-    xs = list(sizes) + ([b_simple] if _finite(b_simple) and b_simple > 0 else []) + ([max_b] if show_max else [])
-    lo_x, hi_x = min(xs) / 1.4, max(xs) * 1.4
+    xs = list(sizes) + ([max_b] if show_max else [])     # the axis spans the data, never stretched to B_simple
+    lo_x, hi_x = min(xs) / 1.25, max(xs) * 1.25
 
     def errorbars(ax, points, color, marker, label, filled, key):
         if not points:
@@ -123,11 +125,22 @@ def plan_figure(result: Any, out_stem: str | Path) -> list[Path]:
 
         if _finite(b_simple) and b_simple > 0:
             lo, hi = noise.b_simple_ci
+            has_ci = _finite(lo) and _finite(hi) and hi > lo
+            text = f"B_simple ≈ {b_simple:.3g}"
+            if has_ci:
+                text += f", 95% CI [{lo:.3g}, {hi:.3g}]" + (" shaded, clipped at the axis" if lo <= lo_x or hi >= hi_x
+                                                          else " shaded")
+            inside = lo_x <= b_simple <= hi_x
+            if not inside:
+                text += f": {'below' if b_simple < lo_x else 'above'} the batch sizes shown"
             for ax in (ax_t, ax_m):
-                if _finite(lo) and _finite(hi) and hi > lo:
+                if has_ci and hi > lo_x and lo < hi_x:
                     ax.axvspan(max(lo, lo_x), min(hi, hi_x), color="0.88", zorder=0, linewidth=0)
-                ax.axvline(b_simple, color=ok["black"], linestyle="-.", linewidth=0.9,
-                           label=f"B_simple ≈ {b_simple:.3g} (CI shaded)" if ax is ax_t else None)
+                if inside:
+                    ax.axvline(b_simple, color=ok["black"], linestyle="-.", linewidth=0.9,
+                               label=text if ax is ax_t else None)
+                elif ax is ax_t:
+                    ax.plot([], [], color=ok["black"], linestyle="-.", linewidth=0.9, label=text)
         for ax in (ax_t, ax_m):
             ax.set_xscale("log", base=2)
             ax.set_xlim(lo_x, hi_x)

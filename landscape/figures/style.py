@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import matplotlib
 from cycler import cycler
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from landscape.errors import LandscapeError, check_choice, check_choices
 from landscape.store import atomic_path
@@ -132,6 +133,22 @@ def batch_size_colors(sizes: Iterable[int]) -> dict[int, str]:
 def batch_size_markers(sizes: Iterable[int]) -> dict[int, str]:
     """Marker per distinct batch size (ascending; cycles after 8)."""
     return {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(_sorted_unique(sizes))}
+
+
+def log2_batch_axis(ax, sizes: Iterable[float], label: str = "batch size B") -> None:
+    """Log2 x axis with a tick at each batch size, labelled as plain integers."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({float(s) for s in sizes if s == s and 0 < s < float("inf")}))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel(label)
+
+
+def legend_below(ax, handles, ncol: int = 2) -> None:
+    """Legend under the axes and their x label (for twin-axis figures, where no corner is free): a figure
+    legend placed by the constrained layout below everything, so it never overlaps a label."""
+    ax.figure.legend(handles=handles, loc="outside lower center", ncol=ncol, columnspacing=1.0,
+                     handletextpad=0.4)
 
 
 def save_figure(fig: Figure, path_stem: str | Path, formats: Sequence[str] = FORMATS,

@@ -1,5 +1,10 @@
 """Figures of landscape slices: contours, filled contours, heatmaps, 3-D surfaces, 1-D curves.
 
+Every figure is in the one paper style (:mod:`landscape.figures.style`): readable titles (the
+run folder and the metric, never the file's hash), the metric's name with its meaning on colour
+bars and axes (``training loss``), direction axes δ and η as in the report's contours, contour
+labels on every other level, never clipped at the axes edge, and legends off the data.
+
 Draws only: the caller (:mod:`landscape.analyze.jobs`, tests) passes the loaded result, a
 :class:`landscape.surface.storage.SurfaceResult` or anything with its attributes (``kind``,
 ``key``, ``path``, ``x``, ``y`` (None for 1-D), ``values`` {metric: array}, ``sets``,
@@ -48,12 +53,40 @@ def contour_levels(values: np.ndarray, n: int = 20, log: bool = False) -> np.nda
     return levels if levels.size >= 2 else np.linspace(lo, hi, n)
 
 
+#: Readable names of the stored metrics (titles, colour bars, axis labels).
+METRIC_LABELS = {"train_loss": "training loss", "test_loss": "test loss", "val_loss": "validation loss",
+                 "train_srcc": "train SRCC", "test_srcc": "test SRCC", "val_srcc": "validation SRCC"}
+
+
+def metric_label(metric: str) -> str:
+    """``train_loss`` -> ``training loss`` (:data:`METRIC_LABELS`; other names as they are)."""
+    return METRIC_LABELS.get(metric, metric.replace("_", " "))
+
+
 def _label(result: Any, axis: str) -> str:
     if result.kind == "interpolate":
-        return "alpha  (theta = (1 - alpha) theta_A + alpha theta_B)"
+        ends = (getattr(result, "attrs", None) or {}).get("endpoint_labels")
+        names = f"\nA: {ends[0]}, B: {ends[1]}" if ends is not None and len(ends) == 2 else ""
+        return r"α   ($\theta = (1 - \alpha)\,\theta_A + \alpha\,\theta_B$)" + names
     if result.kind == "trajectory":
         return f"PC{1 if axis == 'x' else 2} (parameter-space distance)"
-    return f"{'a' if axis == 'x' else 'b'}  (w + a d1 + b d2)"
+    return "δ (direction 1)" if axis == "x" else "η (direction 2)"
+
+
+def _title(result: Any, what: str) -> str:
+    """``<run folder>: <what>``: the run the slice belongs to, never the file's hash."""
+    path = getattr(result, "path", None)
+    run = Path(path).parent.name if path is not None else ""
+    return f"{run}: {what}" if run else what
+
+
+def _label_contours(ax, cs, levels: np.ndarray) -> None:
+    """Label every other level, small, and never clipped at the axes edge."""
+    if len(levels) < 2:
+        return
+    texts = ax.clabel(cs, levels=cs.levels[::2], inline=True, fontsize=figstyle.SMALL_FONT_SIZE - 1, fmt="%.3g")
+    for t in texts:
+        t.set_clip_on(False)
 
 
 def _nonfinite(result: Any) -> np.ndarray:
@@ -104,26 +137,25 @@ def plot_surface(result: Any, metric: str = "train_loss", out_dir: str | Path | 
             if kind == "3d":
                 surf = ax.plot_surface(xx, yy, np.ma.masked_invalid(z), cmap=cmap, linewidth=0,
                                        antialiased=True, rstride=1, cstride=1)
-                ax.set_zlabel(metric)
+                ax.set_zlabel(metric_label(metric))
                 fig.colorbar(surf, ax=ax, shrink=0.6, pad=0.15)
             else:
                 if kind == "contour":
                     cs = ax.contour(xx, yy, z, levels=lev, cmap=cmap, linewidths=0.8)
-                    if len(lev) > 1:
-                        ax.clabel(cs, inline=True, fontsize=figstyle.SMALL_FONT_SIZE - 2, fmt="%.3g")
+                    _label_contours(ax, cs, lev)
                 elif kind == "filled":
                     cs = ax.contourf(xx, yy, z, levels=lev if len(lev) > 1 else 10, cmap=cmap, extend="both")
-                    fig.colorbar(cs, ax=ax, label=metric)
+                    fig.colorbar(cs, ax=ax, label=metric_label(metric))
                 else:
                     mesh = ax.pcolormesh(result.x, result.y, z, shading="nearest", cmap=cmap)
-                    fig.colorbar(mesh, ax=ax, label=metric)
+                    fig.colorbar(mesh, ax=ax, label=metric_label(metric))
                 _draw_path(ax, result)
                 bad = _nonfinite(result)
                 if bad.any():
                     ax.plot(xx[bad], yy[bad], "x", color="red", markersize=5, label="non-finite loss")
             ax.set_xlabel(_label(result, "x"))
             ax.set_ylabel(_label(result, "y"))
-            ax.set_title(f"{result.kind} {result.key}: {metric}")
+            ax.set_title(_title(result, metric_label(metric)))
             written += figstyle.save_figure(fig, out_dir / f"{stem}-{metric}-{kind}", formats)
     return written
 
@@ -147,10 +179,11 @@ def plot_curves(result: Any, out_dir: str | Path | None = None, stem: str | None
         for s in result.sets:
             ls = SET_STYLES.get(s, ":")
             if f"{s}_{loss}" in result.values:
-                lines += ax.plot(result.x, result.values[f"{s}_{loss}"], ls, color=c_loss, label=f"{s} {loss}")
+                lines += ax.plot(result.x, result.values[f"{s}_{loss}"], ls, color=c_loss,
+                                 label=metric_label(f"{s}_{loss}"))
             if f"{s}_{score}" in result.values:
                 lines += twin.plot(result.x, result.values[f"{s}_{score}"], ls, color=c_score,
-                                   label=f"{s} {score.upper()}")
+                                   label=metric_label(f"{s}_{score}"))
         if result.kind == "interpolate":
             for a in (0.0, 1.0):
                 ax.axvline(a, color="0.5", linewidth=0.6)
@@ -163,7 +196,8 @@ def plot_curves(result: Any, out_dir: str | Path | None = None, stem: str | None
         ax.set_xlabel(_label(result, "x"))
         ax.set_ylabel(loss, color=c_loss)
         twin.set_ylabel(score.upper(), color=c_score)
-        ax.legend(lines, [ln.get_label() for ln in lines], loc="best")
-        ax.set_title(f"{result.kind} {result.key}")
+        figstyle.legend_below(ax, lines)
+        if result.kind != "interpolate":
+            ax.set_title(_title(result, "1-D slice"))
         out_dir = Path(out_dir) if out_dir is not None else result.path.parent
         return figstyle.save_figure(fig, out_dir / f"{stem or result.path.stem}-curves", formats)

@@ -14,14 +14,16 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from landscape.errors import LandscapeError
 from landscape.figures import style as figstyle
+from landscape.figures.training import throughput_memory, training_curves
 from landscape.uncertainty import as_vector, finite_values, mean_std
 
 GAP_LABEL = "SRCC gap (train − test)"
-_LINESTYLES = ("-", "--", ":", "-.")
+__all__ = ["GAP_LABEL", "contours_side_by_side", "interpolation_1d", "measure_vs_gap", "metric_vs_batch_size",
+           "spectral_densities", "throughput_memory", "training_curves"]
 
 
 def _opt_vec(values: Any, name: str, n: int) -> np.ndarray | None:
@@ -31,16 +33,6 @@ def _opt_vec(values: Any, name: str, n: int) -> np.ndarray | None:
 def _nonempty(values: Sequence | Mapping, name: str) -> None:
     if len(values) == 0:
         raise LandscapeError(f"{name}: nothing to plot")
-
-
-def _log2_batch_axis(ax, sizes: Sequence[float], label: str = "batch size") -> None:
-    """Log2 x axis with a tick at each batch size, labelled as plain integers."""
-    ax.set_xscale("log", base=2)
-    ticks = sorted({float(s) for s in sizes if np.isfinite(s) and s > 0})
-    ax.set_xticks(ticks)
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.set_xlabel(label)
 
 
 def _plain_log_axis(axis) -> None:
@@ -53,12 +45,6 @@ def _plain_log_axis(axis) -> None:
         axis.set_minor_formatter(fmt)
     else:
         axis.set_minor_formatter(NullFormatter())
-
-
-def _legend_below(ax, handles, ncol: int = 2) -> None:
-    """Legend under the axes (for twin-axis figures, where no corner is free)."""
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol,
-              columnspacing=1.0, handletextpad=0.4)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float, np.ndarray]:
@@ -82,10 +68,10 @@ def measure_vs_gap(batch_sizes: Sequence[int], measure: Sequence[float], gap: Se
     """Measure (x) against the gap (y), one point per configuration.
 
     Points are coloured by batch size, with seed-std error bars on both axes; an
-    optional ``groups`` label per point (e.g. the LR rule) picks the marker. The legend
-    shows Kendall tau-b with its bootstrap CI when ``correlation`` is given (a
-    :class:`landscape.report.stats.CorrelationResult` computed by the caller; only its
-    ``tau_text()`` is read), and none when it is None. ``log_measure``: log x axis, used
+    optional ``groups`` label per point (e.g. the LR rule) picks the marker. The legend sits
+    outside the axes, to the right; Kendall tau-b with its bootstrap CI is the title above the
+    axes when ``correlation`` is given (a :class:`landscape.report.stats.CorrelationResult`
+    computed by the caller; only its ``tau_text()`` is read), and absent when it is None. ``log_measure``: log x axis, used
     only when the plotted x range spans at least a decade (else too few ticks are labelled).
     """
     bs = as_vector(batch_sizes, "batch_sizes")
@@ -115,13 +101,14 @@ def measure_vs_gap(batch_sizes: Sequence[int], measure: Sequence[float], gap: Se
         if groups is not None:
             handles += [Line2D([], [], linestyle="none", marker=mk, color="0.4", label=str(k))
                         for k, mk in gmark.items()]
-        if correlation is not None:
-            tau_label = correlation.tau_text().replace("τ_b", r"$\tau_b$")
-            handles.append(Line2D([], [], linestyle="none", label=tau_label))
-        ax.legend(handles=handles, loc="best", handletextpad=0.3)
-        lo, hi = ax.dataLim.intervalx
-        if log_measure and lo > 0 and hi >= 10 * lo:    # within one decade a log axis has too few ticks
+        if correlation is not None:    # above the axes: never on the points or their error bars
+            ax.set_title("Kendall " + correlation.tau_text().replace("τ_b", r"$\tau_b$"), loc="left")
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                  handletextpad=0.3)
+        pos = m[np.isfinite(m) & (m > 0)]     # decided on the points, not their error bars
+        if log_measure and pos.size and pos.max() >= 10 * pos.min():    # within a decade: too few log ticks
             ax.set_xscale("log")
+            ax.set_xlim(pos.min() / 1.5, pos.max() * 1.5)     # the axis starts at the data
             _plain_log_axis(ax.xaxis)
         ax.set_xlabel(measure_label)
         ax.set_ylabel(gap_label)
@@ -160,7 +147,7 @@ def metric_vs_batch_size(panels: Mapping[str, Mapping], out_stem: str | Path) ->
             if len(series) > 1:
                 ax.legend(loc="best")
         for ax in axes[0]:
-            _log2_batch_axis(ax, sorted(all_sizes))
+            figstyle.log2_batch_axis(ax, sorted(all_sizes))
         return figstyle.save_figure(fig, out_stem)
 
 
@@ -208,7 +195,8 @@ def interpolation_1d(alpha: Sequence[float], out_stem: str | Path, *,
                      loss_label: str = "loss") -> list[Path]:
     """Loss (left axis, solid) and SRCC (right axis, dashed) along
     ``w(alpha) = (1 - alpha) w_start + alpha w_end``, train and test; dotted lines mark
-    alpha = 0 and 1 with ``endpoint_labels``."""
+    alpha = 0 and 1, tagged A and B, and the axis label names them with ``endpoint_labels`` (long
+    run names never overprint each other)."""
     a = as_vector(alpha, "alpha")
     _nonempty(a, "alpha")
     curves = {"train_loss": as_vector(train_loss, "train_loss", a.size),
@@ -221,7 +209,6 @@ def interpolation_1d(alpha: Sequence[float], out_stem: str | Path, *,
         lines = [ax.plot(a, curves["train_loss"], color=c_train, label=f"train {loss_label}")[0]]
         if curves["test_loss"] is not None:
             lines += ax.plot(a, curves["test_loss"], color=c_test, label=f"test {loss_label}")
-        ax.set_xlabel("α")
         ax.set_ylabel(loss_label)
         if curves["train_srcc"] is not None or curves["test_srcc"] is not None:
             ax2 = ax.twinx()
@@ -233,13 +220,14 @@ def interpolation_1d(alpha: Sequence[float], out_stem: str | Path, *,
                 lines += ax2.plot(a, curves["test_srcc"], color=c_test, linestyle="--",
                                   label="test SRCC")
             ax2.set_ylabel("SRCC")
-        for pos, text in zip((0.0, 1.0), endpoint_labels):
+        for pos, tag in zip((0.0, 1.0), "AB"):     # short tags on the plot, the names on the axis label
             if a.min() <= pos <= a.max():
                 ax.axvline(pos, color="0.5", linestyle=":", linewidth=0.7)
-                ax.annotate(text, (pos, 1.0), xycoords=("data", "axes fraction"),
+                ax.annotate(tag, (pos, 1.0), xycoords=("data", "axes fraction"),
                             xytext=(0, 2), textcoords="offset points", ha="center",
                             va="bottom", fontsize=figstyle.SMALL_FONT_SIZE)
-        _legend_below(ax, lines)
+        ax.set_xlabel(f"α   (A: α = 0, {endpoint_labels[0]};\nB: α = 1, {endpoint_labels[1]})")
+        figstyle.legend_below(ax, lines)
         return figstyle.save_figure(fig, out_stem)
 
 
@@ -301,97 +289,4 @@ def contours_side_by_side(surfaces: Mapping[str, Any], out_stem: str | Path, *,
         ticks = LogLocator() if log_scale else MaxNLocator(nbins=6)
         cbar = fig.colorbar(cs, ax=list(axes[0]), shrink=0.9, pad=0.02, ticks=ticks)
         cbar.set_label(cbar_label)
-        return figstyle.save_figure(fig, out_stem)
-
-
-def training_curves(runs: Sequence[Mapping[str, Any]], out_stem: str | Path, *,
-                    loss_key: str = "train_loss", srcc_key: str = "val_srcc",
-                    loss_label: str = "training loss",
-                    srcc_label: str = "validation SRCC") -> list[Path]:
-    """Per-epoch ``loss_key`` (left panel) and ``srcc_key`` (right panel) for each run.
-
-    A run is a mapping with ``batch_size``, ``loss_key``, optionally ``srcc_key`` and
-    ``epoch`` (default 1..n). Colour = batch size; runs of the same batch size (seeds)
-    cycle through line styles; the legend has one entry per batch size.
-    """
-    _nonempty(runs, "runs")
-    for i, run in enumerate(runs):
-        for key in ("batch_size", loss_key):
-            if key not in run:
-                raise LandscapeError(f"run {i}: missing {key!r}")
-    colors = figstyle.batch_size_colors([r["batch_size"] for r in runs])
-    seen: dict[Any, int] = {}
-    with figstyle.paper_style():
-        fig, axes = figstyle.new_figure(2, 0.36, nrows=1, ncols=2, squeeze=False)
-        ax_loss, ax_srcc = axes[0]
-        for i, run in enumerate(runs):
-            b = run["batch_size"]
-            style = _LINESTYLES[seen.get(b, 0) % len(_LINESTYLES)]
-            seen[b] = seen.get(b, 0) + 1
-            loss = as_vector(run[loss_key], f"run {i} {loss_key}")
-            epochs = (np.arange(1, loss.size + 1, dtype=float) if run.get("epoch") is None
-                      else as_vector(run["epoch"], f"run {i} epoch", loss.size))
-            ax_loss.plot(epochs, loss, color=colors[b], linestyle=style, linewidth=1.0)
-            if run.get(srcc_key) is not None:
-                srcc = as_vector(run[srcc_key], f"run {i} {srcc_key}")
-                ep = epochs if srcc.size == loss.size else np.arange(1, srcc.size + 1, dtype=float)
-                ax_srcc.plot(ep, srcc, color=colors[b], linestyle=style, linewidth=1.0)
-        ax_loss.set_ylabel(loss_label)
-        ax_srcc.set_ylabel(srcc_label)
-        for ax in (ax_loss, ax_srcc):
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_srcc.legend(handles=[Line2D([], [], color=c, label=f"B = {b:g}")
-                                for b, c in colors.items()], loc="best")
-        return figstyle.save_figure(fig, out_stem)
-
-
-def throughput_memory(batch_sizes: Sequence[int], samples_per_s: Sequence[float],
-                      peak_memory: Sequence[float], out_stem: str | Path, *,
-                      samples_per_s_std: Sequence[float] | None = None,
-                      memory_limit: float | None = None, b_simple: float | None = None,
-                      b_simple_err: float | None = None, memory_unit: str = "MiB") -> list[Path]:
-    """Training throughput (left axis, samples/s) and peak memory (right axis) against
-    batch size (log2). Optional horizontal line at ``memory_limit`` and a vertical
-    marker at the gradient noise scale ``b_simple`` (+- ``b_simple_err`` shaded).
-    NaN memory values (not measured, e.g. on CPU) are left out."""
-    bs = as_vector(batch_sizes, "batch_sizes")
-    _nonempty(bs, "batch_sizes")
-    if np.any(~(bs > 0)):
-        raise LandscapeError(f"batch_sizes {bs.tolist()}: must be > 0 for a log2 axis")
-    thr = as_vector(samples_per_s, "samples_per_s", bs.size)
-    mem = as_vector(peak_memory, "peak_memory", bs.size)
-    thr_std = _opt_vec(samples_per_s_std, "samples_per_s_std", bs.size)
-    order = np.argsort(bs)
-    c_thr, c_mem = figstyle.OKABE_ITO["blue"], figstyle.OKABE_ITO["orange"]
-    with figstyle.paper_style():
-        fig, ax = figstyle.new_figure(1, 0.75)
-        h = [ax.errorbar(bs[order], thr[order], yerr=None if thr_std is None else thr_std[order],
-                         color=c_thr, marker="o", markersize=3.5, label="samples/s")]
-        ax.set_ylabel("throughput (samples/s)")
-        ax2 = ax.twinx()
-        _show_right_spine(ax2)
-        ok = np.isfinite(mem[order])
-        if ok.any():
-            h += ax2.plot(bs[order][ok], mem[order][ok], color=c_mem, marker="s", markersize=3.5,
-                          linestyle="--", label=f"peak memory ({memory_unit})")
-        else:
-            ax2.text(0.5, 0.5, "peak memory not measured", transform=ax2.transAxes,
-                     ha="center", va="center", color=c_mem, fontsize=figstyle.SMALL_FONT_SIZE)
-        if memory_limit is not None:
-            h.append(ax2.axhline(memory_limit, color=figstyle.OKABE_ITO["vermillion"],
-                                 linestyle=":", linewidth=1.0,
-                                 label=f"memory limit ({memory_limit:g} {memory_unit})"))
-        ax2.set_ylabel(f"peak memory ({memory_unit})")
-        ticks = list(bs)
-        if b_simple is not None and np.isfinite(b_simple) and b_simple > 0:
-            if b_simple_err is not None and np.isfinite(b_simple_err) and b_simple_err > 0:
-                lo = max(b_simple - b_simple_err, b_simple / 8)
-                ax.axvspan(lo, b_simple + b_simple_err, color="0.85", zorder=0, linewidth=0)
-            h.append(ax.axvline(b_simple, color="black", linestyle="-.", linewidth=1.0,
-                                label=f"B_simple ≈ {b_simple:.3g}"))
-            lo_x, hi_x = min(bs.min(), b_simple), max(bs.max(), b_simple)
-            ax.set_xlim(lo_x / 1.4, hi_x * 1.4)
-        _log2_batch_axis(ax, ticks)
-        _legend_below(ax, h)
         return figstyle.save_figure(fig, out_stem)

@@ -7,7 +7,9 @@ Kendall tau-b and Spearman rho with percentile-bootstrap 95% CIs (``n_boot`` >= 
 resamples of configurations), granulated Kendall per hyperparameter axis (Jiang et
 al. 2020; axes with one setting are skipped) and Holm-adjusted p-values across
 measures (one family per target). Per metric, a seed-spread test says whether
-differences between configurations exceed seed-to-seed spread.
+differences between configurations exceed seed-to-seed spread. Per measure (and for test SRCC
+and the gap), ``batch_trends`` holds Kendall tau-b / Spearman rho between the batch size and
+the configuration means (the same bootstrap): does it rise or fall with batch size?
 """
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ class ReportStats:
     sufficiency: seeds.Sufficiency
     axes_varied: list[str]
     notes: list[str] = field(default_factory=list)
+    #: column -> rank correlation of the batch size with the configuration means of that column
+    batch_trends: dict[str, stats.CorrelationResult] = field(default_factory=dict)
+    measures: list[str] = field(default_factory=list)
 
 
 def value_columns(data: SweepData) -> list[str]:
@@ -77,4 +82,8 @@ def compute_stats(data: SweepData, *, n_boot: int = 2000, seed: int = 0) -> Repo
     notes = []
     if len(axes_varied) == 0:
         notes.append("Only one configuration: no comparison between batch sizes is possible.")
-    return ReportStats(configs, columns, correlations, spread, sufficiency, axes_varied, notes)
+    sizes = [float(c.config["batch_size"]) for c in configs]
+    trends = {col: stats.rank_correlation(sizes, [c.mean[col] for c in configs], n_boot=n_boot, seed=seed)
+              for col in ("test_srcc", "srcc_gap", *data.measures)}
+    return ReportStats(configs, columns, correlations, spread, sufficiency, axes_varied, notes, trends,
+                       list(data.measures))

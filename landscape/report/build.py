@@ -2,9 +2,11 @@
 
 Everything is read from stored results (:mod:`.collect`); nothing is recomputed, so the
 report can be regenerated at any time. Output folder layout: ``table.{md,tex,csv}``,
-``runs.csv``, ``stats.{md,csv}``, ``stats.json``, ``settings.md``, ``summary.md``,
+``runs.csv``, ``stats.{md,tex,csv}``, ``trends.csv``, ``stats.json``, ``settings.md``, ``summary.md``,
 ``figures/*.{pdf,png,svg}``, ``index.html``, ``report.json`` (marks the folder as a complete
-landscape report). ``.report-incomplete`` is written first and removed last: a report killed
+landscape report). ``summary.md`` and ``index.html`` open with the Answer
+(:mod:`landscape.report.answer`), then the headline figure (``figures/headline.*``), then the details.
+``.report-incomplete`` is written first and removed last: a report killed
 half-way is recognised and regenerated in place (no ``--force``).
 
 Per measure the report uses one setting (:mod:`landscape.report.settings`), states it (the
@@ -15,9 +17,7 @@ MEASURE.KEY=VALUE``). Values left out of the means (non-finite ...) are listed, 
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,14 +26,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from landscape.errors import LandscapeError
+from landscape.figures import headline as hf
 from landscape.figures import sweep as rf
 from landscape.formatting import render_table
 from landscape.provenance import provenance
 from landscape.report.analysis import ReportStats, compute_stats
+from landscape.report.answer import answer_sentences, headline_data
 from landscape.report.collect import SweepData, collect_sweep
+from landscape.report.page import write_html
 from landscape.report.settings import parse_filters
 from landscape.report.stats import ci_text
-from landscape.report.tables import config_rows, label, settings_rows, stats_rows, write_tables, write_text
+from landscape.report.tables import figure_label, label, settings_rows, write_tables, write_text
 from landscape.store import read_json, safe_rmtree, write_json
 
 KIND = "landscape-report"
@@ -49,6 +52,7 @@ class ReportResult:
     summary: list[str]
     not_compared: list[str] = dataclasses.field(default_factory=list)
     invalid: list[str] = dataclasses.field(default_factory=list)
+    answer: list[str] = dataclasses.field(default_factory=list)
 
 
 def _prepare(out: Path, force: bool, sweep_dir: Path) -> None:
@@ -95,6 +99,9 @@ def make_figures(data: SweepData, st: ReportStats, fig_dir: Path, log: Callable[
         except LandscapeError as e:
             log(f"figure {name} skipped: {e}")
 
+    hd = headline_data(st)
+    if any(any(v) for v in hd.metrics.values()):
+        attempt("headline", lambda: hf.headline(hd.metrics, hd.normalised, fig_dir / "headline"))
     bs = [int(a.config["batch_size"]) for a in st.configs]
     rules = [str(a.config["lr_rule"]) for a in st.configs]
     for ms in st.correlations:
@@ -106,13 +113,13 @@ def make_figures(data: SweepData, st: ReportStats, fig_dir: Path, log: Callable[
         attempt(f"{m}_vs_gap", lambda m=m, ms=ms: rf.measure_vs_gap(
             bs, [a.mean[m] for a in st.configs], [a.mean["srcc_gap"] for a in st.configs], fig_dir / f"{m}_vs_gap",
             measure_std=[a.std[m] for a in st.configs], gap_std=[a.std["srcc_gap"] for a in st.configs],
-            measure_label=label(m), correlation=ms.correlation,
+            measure_label=figure_label(m), correlation=ms.correlation,
             groups=rules if len(set(rules)) > 1 else None,
             log_measure=all(a.mean[m] > 0 for a in st.configs if math.isfinite(a.mean[m]))))
     panels = {"test SRCC": _per_batch(st, "test_srcc"), "SRCC gap (train − test)": _per_batch(st, "srcc_gap")}
     if data.measures:
         main = "hessian_lambda_max" if "hessian_lambda_max" in data.measures else data.measures[0]
-        panels[label(main)] = _per_batch(st, main)
+        panels[figure_label(main)] = _per_batch(st, main)
     attempt("vs_batch_size", lambda: rf.metric_vs_batch_size(panels, fig_dir / "vs_batch_size"))
     picks = _first_run_per_batch(data)
     dens = {b: (r.density["grid"], r.density["density"]) for b, r in picks.items() if r.density}
@@ -129,30 +136,33 @@ def make_figures(data: SweepData, st: ReportStats, fig_dir: Path, log: Callable[
     for b, r in picks.items():
         planes = [s for s in data.surfaces.get(r.name, []) if s.y is not None and "train_loss" in s.values]
         if planes:
-            surf[f"batch {b}"] = planes[-1]
+            surf[f"B = {b}"] = planes[-1]
     if surf:
         first = next(iter(surf.values()))
         same = {k: s for k, s in surf.items() if s.x.shape == first.x.shape and s.y.shape == first.y.shape}
         attempt("surfaces", lambda: rf.contours_side_by_side(
             {k: s.values["train_loss"] for k, s in same.items()}, fig_dir / "surfaces", x=first.x, y=first.y,
             cbar_label="training loss"))
-    curves = [{"batch_size": r.row["batch_size"], "epoch": [h["epoch"] for h in r.history],
+    curves = [{"batch_size": r.row["batch_size"], "seed": r.row.get("seed"), "epoch": [h["epoch"] for h in r.history],
                "train_loss": [h["train_loss"] for h in r.history],
                "val_srcc": [h["val"]["srcc"] for h in r.history]} for r in data.runs if r.history]
     if curves:
         attempt("training_curves", lambda: rf.training_curves(curves, fig_dir / "training_curves"))
     if st.configs:
-        b_simple = None
-        planned = ((data.plan or {}).get("noise") or {}).get("b_simple")
+        b_simple, b_ci = None, None
+        noise = (data.plan or {}).get("noise") or {}
+        planned = noise.get("b_simple")
         if planned is not None and math.isfinite(planned) and planned > 0:
             b_simple = planned
+            ci = noise.get("b_simple_ci")
+            b_ci = (float(ci[0]), float(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
         elif "noise_b_simple" in data.measures:
             vals = [a.mean["noise_b_simple"] for a in st.configs if math.isfinite(a.mean["noise_b_simple"])]
             b_simple = float(np.median(vals)) if vals else None
         attempt("throughput_memory", lambda: rf.throughput_memory(
             bs, [a.mean["samples_per_s"] for a in st.configs], [a.mean["peak_memory_mib"] for a in st.configs],
             fig_dir / "throughput_memory", samples_per_s_std=[a.std["samples_per_s"] for a in st.configs],
-            b_simple=b_simple))
+            b_simple=b_simple, b_simple_ci=b_ci))
     return figs
 
 
@@ -180,56 +190,20 @@ def summarize(data: SweepData, st: ReportStats) -> list[str]:
     return lines
 
 
-def summary_markdown(data: SweepData, summary: list[str]) -> str:
-    """``summary.md``: the findings, the settings used per measure, what was not compared, left out, missing."""
-    text = "\n".join(f"- {s}" for s in summary) + "\n"
+def summary_markdown(data: SweepData, summary: list[str], answer: Sequence[str] = (),
+                     headline: Path | None = None) -> str:
+    """``summary.md``: the Answer, the headline figure, the findings, the settings used per measure, what
+    was not compared, left out, missing."""
+    text = "# Answer\n\n" + " ".join(answer) + "\n" if answer else ""
+    if headline is not None:
+        text += f"\n![What changes with batch size](figures/{headline.name})\n"
+    text += ("\n## Findings\n\n" if answer else "") + "\n".join(f"- {s}" for s in summary) + "\n"
     header, body = settings_rows(data)
     text += "\n## Settings\n\n" + (render_table(header, body, "markdown") if body else "No analysis measures.\n")
     for title, items in (("Not compared", data.not_compared), ("Left out of means", data.invalid),
                          ("Missing analyses", data.missing)):
         text += f"\n## {title}\n\n" + ("".join(f"- {m}\n" for m in items) if items else "None.\n")
     return text
-
-
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
-
-
-def write_html(out: Path, data: SweepData, st: ReportStats, figs: dict[str, list[Path]], summary: list[str]) -> Path:
-    header, body = config_rows(st)
-    sh, sb = stats_rows(st)
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>landscape report</title><style>",
-        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}",
-        "table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}",
-        "th{background:#f0f0f0}img{max-width:100%;margin:1em 0;border:1px solid #eee}figure{margin:0}",
-        "</style></head><body>",
-        f"<h1>Sharpness and the SRCC generalisation gap</h1><p>Sweep: <code>{html.escape(str(data.root))}</code>, "
-        f"{len(data.runs)} runs, {len(st.configs)} configurations.</p>",
-        "<h2>Summary</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in summary) + "</ul>",
-        "<h2>Per configuration (mean ± std over seeds)</h2>", render_table(header, body, "html"),
-        "<h2>Measures against the SRCC gap and test SRCC</h2>", render_table(sh, sb, "html"),
-        "<h2>Figures</h2>",
-    ]
-    for name, paths in figs.items():
-        png = next((p for p in paths if p.suffix == ".png"), None)
-        if png:
-            parts.append(f"<figure>{_img(png)}<figcaption>{html.escape(name)}</figcaption></figure>")
-    plan_dir = data.root / "plan"
-    if data.plan:
-        text = (plan_dir / "plan.txt").read_text() if (plan_dir / "plan.txt").exists() else ""
-        parts.append("<h2>Plan (measured before training)</h2><pre>" + html.escape(text) + "</pre>")
-        if (plan_dir / "plan.png").exists():
-            parts.append(f"<figure>{_img(plan_dir / 'plan.png')}<figcaption>plan</figcaption></figure>")
-    seh, seb = settings_rows(data)
-    parts.append("<h2>Settings used per measure</h2>" + (render_table(seh, seb, "html") if seb else "<p>None.</p>"))
-    for title, items in (("Not compared (mixed settings)", data.not_compared),
-                         ("Left out of means", data.invalid), ("Missing analyses", data.missing)):
-        parts.append(f"<h2>{title}</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in items) + "</ul>"
-                     if items else f"<h2>{title}</h2><p>None.</p>")
-    parts.append("</body></html>")
-    return write_text(out / "index.html", "\n".join(parts))
 
 
 def _settings_json(data: SweepData) -> dict[str, Any]:
@@ -266,12 +240,14 @@ def build_report(sweep_dir: str | Path, out: str | Path, *, force: bool = False,
         "sufficiency": asdict(st.sufficiency), "settings": _settings_json(data)})
     figs = make_figures(data, st, out / "figures", log)
     summary = summarize(data, st)
-    write_text(out / "summary.md", summary_markdown(data, summary))
-    index = write_html(out, data, st, figs, summary)
+    answer = answer_sentences(st)
+    head_png = next((p for p in figs.get("headline", []) if p.suffix == ".png"), None)
+    write_text(out / "summary.md", summary_markdown(data, summary, answer, head_png))
+    index = write_html(out, data, st, figs, summary, answer)
     write_json(out / "report.json", {"kind": KIND, "sweep": str(Path(sweep_dir).resolve()), "missing": data.missing,
                                      "not_compared": data.not_compared, "left_out": data.invalid,
-                                     "settings": _settings_json(data),
+                                     "settings": _settings_json(data), "answer": answer,
                                      "figures": {k: [str(p) for p in v] for k, v in figs.items()},
                                      "provenance": provenance()})
     (out / INCOMPLETE).unlink(missing_ok=True)
-    return ReportResult(out, index, figs, data.missing, summary, data.not_compared, data.invalid)
+    return ReportResult(out, index, figs, data.missing, summary, data.not_compared, data.invalid, answer)

@@ -149,3 +149,74 @@ def test_throughput_memory(tmp_path):
                    tmp_path / "cpu")
     with pytest.raises(LandscapeError, match="must be > 0"):
         rf.throughput_memory([0, 16], [1, 2], [1, 2], tmp_path / "x")
+
+
+# ------------------------------------------------------------------ paper-figure defects (issue 18.4)
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The figures handed to the saver, drawn with Agg so layout can be measured."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figs = []
+    orig = figstyle.save_figure
+
+    def keep(fig, stem, *a, **k):
+        out = orig(fig, stem, *a, **k)
+        FigureCanvasAgg(fig).draw()
+        figs.append(fig)
+        return out
+    monkeypatch.setattr(figstyle, "save_figure", keep)
+    return figs
+
+
+def test_log_axis_starts_at_the_data_and_b_simple_clipped(tmp_path, captured):
+    rf.throughput_memory(SIZES, [1, 2, 3, 4], [1, 2, 3, 4], tmp_path / "t", b_simple=0.77, b_simple_ci=(-0.3, 2.0))
+    ax = captured[-1].axes[0]
+    assert ax.get_xlim() == pytest.approx((16 / 1.25, 128 * 1.25))
+    labels = [t.get_text() for t in captured[-1].legends[0].get_texts()]
+    assert "B_simple ≈ 0.77, 95% CI [-0.3, 2] (shaded, clipped at the axis): below the batch sizes shown" in labels
+
+
+def test_measure_vs_gap_legend_and_tau_off_the_data(tmp_path, captured):
+    m = [1.0, 2.0, 3.0, 4.0, 5.0]
+    corr = rank_correlation(m, [0.1, 0.2, 0.3, 0.5, 0.4], n_boot=2000)
+    rf.measure_vs_gap([8, 16, 32, 64, 128], m, [0.1, 0.2, 0.3, 0.5, 0.4], tmp_path / "g", correlation=corr,
+                      measure_std=[5.0] * 5, log_measure=True)
+    fig = captured[-1]
+    ax = fig.axes[0]
+    r = fig.canvas.get_renderer()
+    assert ax.get_legend().get_window_extent(r).x0 >= ax.get_window_extent(r).x1   # right of the axes
+    assert ax.get_title(loc="left").startswith("Kendall ") and "n = 5" in ax.get_title(loc="left")
+    assert ax.get_xscale() == "linear"       # the points span less than a decade: error bars do not decide
+
+
+def test_training_curves_explain_line_styles(tmp_path, captured):
+    runs = [{"batch_size": b, "seed": s, "train_loss": [1.0, 0.5], "val_srcc": [0.2, 0.4]} for b in (8, 16)
+            for s in (3, 7)]
+    rf.training_curves(runs, tmp_path / "c")
+    legend = captured[-1].axes[1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["B = 8", "B = 16", "seed 3", "seed 7"]
+    assert [h.get_linestyle() for h in legend.legend_handles[2:]] == ["-", "--"]
+
+
+def test_interpolation_names_on_the_axis(tmp_path, captured):
+    a = np.linspace(0, 1, 5)
+    rf.interpolation_1d(a, tmp_path / "i", train_loss=a, endpoint_labels=("bs8_acc1_sqrt_seed0", "bs64_acc1_sqrt_seed0"))
+    ax = captured[-1].axes[0]
+    assert [t.get_text() for t in ax.texts] == ["A", "B"]
+    assert "A: α = 0, bs8_acc1_sqrt_seed0" in ax.get_xlabel() and "B: α = 1, bs64_acc1_sqrt_seed0" in ax.get_xlabel()
+
+
+def test_headline_figure(tmp_path, captured):
+    from landscape.figures.headline import headline
+
+    paths = headline({"test SRCC": {8: [0.8, 0.82], 64: [0.7, 0.72]}, "SRCC gap": {8: [0.05, 0.06], 64: [0.1, 0.12]}},
+                     {"λ_max": {8: 1.0, 64: 0.5}}, tmp_path / "h")
+    _check_written(paths, tmp_path / "h")
+    left, right = captured[-1].axes
+    assert left.get_xscale() == "log" and right.get_ylabel() == "measure / its value at the smallest B"
+    assert list(right.lines[0].get_ydata()) == [1.0, 0.5]
+    with pytest.raises(LandscapeError, match="no test SRCC"):
+        headline({}, {}, tmp_path / "x")

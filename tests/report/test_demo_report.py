@@ -74,10 +74,11 @@ def test_config_table_and_statistics_match_scipy(demo):
     table = _csv(out / "report" / "table.csv")
     for row in table:
         b = int(row["batch_size"])
-        shown = float(row["test SRCC"].split(" ± ")[0])
+        shown = float(row["test_srcc"])                 # one numeric column per value and per spread
         assert shown == pytest.approx(means[b]["test_srcc"], rel=1e-3, abs=1e-4)
         sd = np.std([float(r["test_srcc"]) for r in runs if int(r["batch_size"]) == b], ddof=1)
-        assert float(row["test SRCC"].split(" ± ")[1]) == pytest.approx(sd, rel=0.05)
+        assert float(row["test_srcc_std"]) == pytest.approx(sd, rel=1e-9)
+        assert float(row["test_srcc_se"]) == pytest.approx(sd / np.sqrt(int(row["test_srcc_n"])), rel=1e-9)
     st = json.loads((out / "report" / "stats.json").read_text())
     entry = next(c for c in st["correlations"] if c["measure"] == "hessian_lambda_max" and c["target"] == "srcc_gap")
     x = [means[b]["hessian_lambda_max"] for b in BATCH_SIZES]

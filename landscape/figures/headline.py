@@ -1,0 +1,76 @@
+"""The report's headline figure: what changes with batch size, in two panels side by side.
+
+Left: test SRCC and the SRCC gap (train - test) against batch size (log2 axis), seed mean ± seed
+std (sample std, ddof = 1; no bar for one seed), every seed as a small dot. Right: each sharpness
+measure's seed-averaged value divided by its value at the smallest batch size (so every curve
+starts at 1; a horizontal line marks 1), the y axis logarithmic when the ratios span more than a
+factor 4. Legends sit above the left panel and to the right of the right panel, off the data.
+Draws only: the caller computes the numbers (:func:`landscape.report.answer.headline_data`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
+
+from landscape.errors import LandscapeError
+from landscape.figures import style as figstyle
+from landscape.uncertainty import finite_values, mean_std
+
+
+def _batch_axis(ax, sizes: Sequence[float]) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(sizes))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("batch size B")
+
+
+def headline(metrics: Mapping[str, Mapping[int, Sequence[float]]], normalised: Mapping[str, Mapping[int, float]],
+             out_stem: str | Path) -> list[Path]:
+    """``metrics``: label -> {batch size: per-seed values} (left panel); ``normalised``: measure label ->
+    {batch size: mean / mean at the smallest batch} (right panel; may be empty). Returns the written paths."""
+    if not metrics or not any(metrics.values()):
+        raise LandscapeError("headline: no test SRCC or gap values to plot")
+    colors = [figstyle.OKABE_ITO[k] for k in ("blue", "vermillion", "bluish_green", "orange")]
+    ncols = 2 if normalised else 1
+    with figstyle.paper_style():
+        fig, axes = figstyle.new_figure(ncols, 0.42 if ncols == 2 else 0.8, nrows=1, ncols=ncols, squeeze=False)
+        ax = axes[0][0]
+        sizes: set[float] = set()
+        for i, (name, by_b) in enumerate(metrics.items()):
+            bs = sorted(by_b)
+            stats = [mean_std(by_b[b]) for b in bs]
+            color = colors[i % len(colors)]
+            for b in bs:
+                vals = finite_values(by_b[b])
+                ax.plot(np.full(vals.size, float(b)), vals, linestyle="none", marker=".", markersize=3,
+                        color=color, alpha=0.45)
+            ax.errorbar(bs, [s[0] for s in stats], yerr=[s[1] if np.isfinite(s[1]) else 0.0 for s in stats],
+                        color=color, marker="os^D"[i % 4], markersize=3.5, label=f"{name} (mean ± std over seeds)")
+            sizes.update(float(b) for b in bs)
+        ax.axhline(0.0, color="0.6", linewidth=0.5, zorder=0)
+        ax.set_ylabel("SRCC")
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=1, borderaxespad=0.0)
+        _batch_axis(ax, sizes)
+        if normalised:
+            ax = axes[0][1]
+            ratios = []
+            for i, (name, by_b) in enumerate(normalised.items()):
+                bs = sorted(by_b)
+                ys = [by_b[b] for b in bs]
+                ratios += [y for y in ys if np.isfinite(y) and y > 0]
+                ax.plot(bs, ys, color=figstyle.PALETTE[i % len(figstyle.PALETTE)],
+                        marker=figstyle.MARKERS[i % len(figstyle.MARKERS)], markersize=3.5, label=name)
+                sizes.update(float(b) for b in bs)
+            ax.axhline(1.0, color="0.6", linewidth=0.6, linestyle=":", zorder=0)
+            if ratios and max(ratios) / min(ratios) > 4:
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_ylabel("measure / its value at the smallest B")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+            _batch_axis(ax, sizes)
+        return figstyle.save_figure(fig, out_stem)
