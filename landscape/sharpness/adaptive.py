@@ -47,7 +47,7 @@ from torch import nn
 
 from landscape.batches import Batch, Criterion, model_device
 from landscape.distributed import map_units
-from landscape.errors import LandscapeError, check_choice
+from landscape.errors import LandscapeError, check_choice, check_positive_int, check_positive_number
 from landscape.sharpness.objective import (
     PerturbedLoss,
     gaussian,
@@ -56,8 +56,6 @@ from landscape.sharpness.objective import (
     n_examples,
     prepare,
     rebatch,
-    require_count,
-    require_positive,
     score_targets,
     seed_stream,
     srcc_of,
@@ -194,11 +192,11 @@ def _apgd(obj: PerturbedLoss, batch: list[Batch], c: torch.Tensor, ball: _Ball, 
 def adaptive_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[Batch],
                        config: AdaptiveConfig = AdaptiveConfig()) -> AdaptiveResult:
     """Worst-case (adaptive) m-sharpness of ``model`` (see the module docstring); the model is left as it was."""
-    rho = require_positive("rho", config.rho)
+    rho = check_positive_number("rho", config.rho)
     check_choice("norm", config.norm, NORMS)
-    m = require_count("m", config.m)
-    require_count("n_iter", config.n_iter)
-    require_positive("first_step", config.first_step)
+    m = check_positive_int("m", config.m)
+    check_positive_int("n_iter", config.n_iter)
+    check_positive_number("first_step", config.first_step)
     if not 0 < config.alpha <= 1:
         raise LandscapeError(f"alpha={config.alpha!r} must lie in (0, 1]")
     data = take_examples(prepare(model, batches), config.max_examples)

@@ -21,14 +21,13 @@ import torch
 from torch import nn
 
 from landscape.batches import Batch, Criterion
+from landscape.errors import check_positive_int, check_positive_number
 from landscape.sharpness.objective import (
     PerturbedLoss,
     gaussian,
     guarded,
     n_examples,
     prepare,
-    require_count,
-    require_positive,
     score_targets,
     srcc_of,
     take_examples,
@@ -72,8 +71,8 @@ class AverageResult:
 def average_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[Batch],
                       config: AverageConfig = AverageConfig()) -> AverageResult:
     """Average-case sharpness of ``model`` at noise level ``config.rho``; the model is left as it was."""
-    rho = require_positive("rho", config.rho)
-    n_samples = require_count("n_samples", config.n_samples, 2)
+    rho = check_positive_number("rho", config.rho)
+    n_samples = check_positive_int("n_samples", config.n_samples, minimum=2)
     data = take_examples(prepare(model, batches), config.max_examples)
     targets = score_targets(data)
     want = targets is not None

@@ -49,14 +49,12 @@ from scipy import optimize
 from torch import nn
 
 from landscape.batches import Batch, Criterion
-from landscape.errors import check_choice, check_positive_int
+from landscape.errors import check_choice, check_positive_int, check_positive_number
 from landscape.sharpness.objective import (
     PerturbedLoss,
     guarded,
     n_examples,
     prepare,
-    require_count,
-    require_positive,
     score_targets,
     seed_stream,
     srcc_of,
@@ -219,8 +217,8 @@ class RandomSubspace:
 def keskar_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[Batch],
                      config: KeskarConfig = KeskarConfig()) -> KeskarResult:
     """phi(eps, A) of ``model`` on ``batches`` (see the module docstring); the model is left as it was."""
-    eps = require_positive("eps", config.eps)
-    maxiter = require_count("maxiter", config.maxiter)
+    eps = check_positive_number("eps", config.eps)
+    maxiter = check_positive_int("maxiter", config.maxiter)
     n_random = check_positive_int("n_random_starts", config.n_random_starts, minimum=0)
     check_choice("start", config.start, START_RULES)
     n_starts = 1 + n_random
@@ -232,7 +230,7 @@ def keskar_sharpness(model: nn.Module, criterion: Criterion, batches: Iterable[B
         if config.subspace_dim is None:
             A, space = _Identity(obj.n), "full"
         else:
-            p = require_count("subspace_dim", config.subspace_dim)
+            p = check_positive_int("subspace_dim", config.subspace_dim)
             A, space = RandomSubspace(obj.n, p, config.seed, w, config.max_cached_bytes), "random"
         bound = (eps * (A.pinv_apply(w).abs().to(torch.float64) + 1.0)).cpu().numpy()
         want = targets is not None

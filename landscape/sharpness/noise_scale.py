@@ -41,14 +41,13 @@ from torch import nn
 
 from landscape.batches import Batch, Criterion, model_device
 from landscape.distributed import map_units
-from landscape.errors import LandscapeError
+from landscape.errors import LandscapeError, check_positive_int
 from landscape.sharpness.objective import (
     PerturbedLoss,
     guarded,
     is_sharded,
     pooled,
     prepare,
-    require_count,
     seed_stream,
 )
 from landscape.uncertainty import mean_se
@@ -107,14 +106,14 @@ def gradient_noise_scale(model: nn.Module, criterion: Criterion, batches: Iterab
                          n_repeats: int = 20, seed: int = 0, *, train: bool = False, chunk_size: int | None = None,
                          n_boot: int = 2000, ci: float = 0.95) -> NoiseScaleResult:
     """B_simple of ``model`` on the pool ``batches`` from ``n_repeats`` seeded pairs of batches (module docstring)."""
-    b_small = require_count("b_small", b_small)
-    b_big = require_count("b_big", b_big)
+    b_small = check_positive_int("b_small", b_small)
+    b_big = check_positive_int("b_big", b_big)
     if b_big <= b_small:
         raise LandscapeError(f"b_big={b_big} must be larger than b_small={b_small}")
-    n_repeats = require_count("n_repeats", n_repeats, 2)
-    n_boot = require_count("n_boot", n_boot)
+    n_repeats = check_positive_int("n_repeats", n_repeats, minimum=2)
+    n_boot = check_positive_int("n_boot", n_boot)
     if chunk_size is not None:
-        require_count("chunk_size", chunk_size)
+        check_positive_int("chunk_size", chunk_size)
     if not 0 < ci < 1:
         raise LandscapeError(f"ci={ci!r} must lie in (0, 1)")
     data = prepare(model, batches)

@@ -36,7 +36,7 @@ from torch.func import functional_call
 
 from landscape.batches import Batch, Criterion, batch_weights, finite_or_raise, materialize, model_device
 from landscape.distributed import ShardedBatches, all_reduce_sum
-from landscape.errors import LandscapeError, NumericsError, check_positive_int, check_positive_number
+from landscape.errors import LandscapeError, NumericsError, check_positive_int
 from landscape.metrics import srcc
 from landscape.params import (
     check_finite_parameters,
@@ -47,16 +47,6 @@ from landscape.params import (
     unflatten,
 )
 from landscape.provenance import hash_batches as provenance_hash_batches
-
-
-def require_positive(name: str, value: float) -> float:
-    """:func:`landscape.errors.check_positive_number` (kept as the sharpness measures' name)."""
-    return check_positive_number(name, value)
-
-
-def require_count(name: str, value: int, minimum: int = 1) -> int:
-    """:func:`landscape.errors.check_positive_int` with a lower bound ``minimum``."""
-    return check_positive_int(name, value, minimum=minimum)
 
 
 @contextlib.contextmanager
@@ -119,7 +109,7 @@ def take_examples(batches: Sequence[Batch], limit: int | None) -> list[Batch]:
     """The first ``limit`` examples (all if ``None``), in order, keeping the batch boundaries."""
     if limit is None:
         return batches if isinstance(batches, ShardedBatches) else list(batches)
-    limit = require_count("max_examples", limit)
+    limit = check_positive_int("max_examples", limit)
     if isinstance(batches, ShardedBatches):
         return batches.take(limit)
     out, left = [], limit
@@ -134,7 +124,7 @@ def take_examples(batches: Sequence[Batch], limit: int | None) -> list[Batch]:
 
 def rebatch(batches: Sequence[Batch], size: int, drop_last: bool = True) -> list[Batch]:
     """Concatenate the examples and split them into chunks of ``size`` (the last partial one dropped by default)."""
-    size = require_count("batch size", size)
+    size = check_positive_int("batch size", size)
     x, y = _pool(_global(batches))
     n = int(x.shape[0])
     if n < size:

@@ -47,15 +47,13 @@ import torch
 from torch import nn
 
 from landscape.batches import Batch, Criterion
-from landscape.errors import LandscapeError, check_choice
+from landscape.errors import LandscapeError, check_choice, check_positive_int, check_positive_number
 from landscape.sharpness.objective import (
     PerturbedLoss,
     gaussian,
     guarded,
     n_examples,
     prepare,
-    require_count,
-    require_positive,
     score_targets,
     srcc_of,
     take_examples,
@@ -132,13 +130,13 @@ def pacbayes_flatness(model: nn.Module, criterion: Criterion, batches: Iterable[
                       config: PacBayesConfig = PacBayesConfig()) -> PacBayesResult:
     """Magnitude-aware PAC-Bayes sigma' and flatness 1/sigma'^2 (module docstring); the model is left as it was."""
     check_choice("kind", config.kind, KINDS)
-    target = require_positive("target", config.target)
-    sigma_max = require_positive("sigma_max", config.sigma_max)
-    depth = require_count("depth", config.depth)
-    n_samples = require_count("n_samples", config.n_samples, 2)
+    target = check_positive_number("target", config.target)
+    sigma_max = check_positive_number("sigma_max", config.sigma_max)
+    depth = check_positive_int("depth", config.depth)
+    n_samples = check_positive_int("n_samples", config.n_samples, minimum=2)
     if config.floor < 0 or not math.isfinite(config.floor):
         raise LandscapeError(f"floor={config.floor!r} must be a finite number >= 0")
-    step = require_positive("se_step", config.se_step)
+    step = check_positive_number("se_step", config.se_step)
     if step >= 1:
         raise LandscapeError(f"se_step={config.se_step!r} must be < 1")
     data = take_examples(prepare(model, batches), config.max_examples)

@@ -38,7 +38,7 @@ from torch import nn
 
 from landscape import distributed as dist
 from landscape.batches import Batch, Criterion
-from landscape.errors import LandscapeError
+from landscape.errors import LandscapeError, check_positive_number
 from landscape.params import check_finite_parameters
 from landscape.provenance import content_key, hash_state
 from landscape.provenance import provenance as make_provenance
@@ -46,7 +46,7 @@ from landscape.sharpness.adaptive import RHO_L2, RHO_LINF, AdaptiveConfig, Adapt
 from landscape.sharpness.average import RHO_AVERAGE, AverageConfig, AverageResult, average_sharpness
 from landscape.sharpness.keskar import KESKAR_EPS, KESKAR_SUBSPACE_DIM, KeskarConfig, KeskarResult, keskar_sharpness
 from landscape.sharpness.noise_scale import NoiseScaleResult, gradient_noise_scale
-from landscape.sharpness.objective import counting_evaluations, criterion_name, hash_batches, prepare, require_positive
+from landscape.sharpness.objective import counting_evaluations, criterion_name, hash_batches, prepare
 from landscape.sharpness.pacbayes import PacBayesConfig, PacBayesResult, pacbayes_flatness
 from landscape.store import attrs_from_h5, attrs_to_h5, check_h5_fields, open_h5, update_h5
 
@@ -133,18 +133,18 @@ def plan_parts(measures: Sequence[str] = MEASURES, *, eps: Sequence[float] = KES
             continue
         if m == "keskar":
             for e in eps:
-                require_positive("eps", e)
+                check_positive_number("eps", e)
                 for space in keskar_spaces:
                     dim = None if space == "full" else subspace_dim
                     parts.append(Part(m, dataclasses.replace(keskar, eps=float(e), subspace_dim=dim, **common)))
         elif m == "adaptive":
             for norm, grid in (("linf", rho_linf), ("l2", rho_l2)):
                 for r in grid:
-                    require_positive("rho", r)
+                    check_positive_number("rho", r)
                     parts.append(Part(m, dataclasses.replace(adaptive, norm=norm, rho=float(r), **common)))
         elif m == "average":
             for r in rho_average:
-                require_positive("rho", r)
+                check_positive_number("rho", r)
                 parts.append(Part(m, dataclasses.replace(average, rho=float(r), **common)))
         elif m == "pacbayes":
             parts.append(Part(m, dataclasses.replace(pacbayes, **common)))
