@@ -5,6 +5,8 @@ The CLI prints ``str(err)`` and exits with code 2; library users catch
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Iterable
 
 
@@ -47,8 +49,6 @@ def check_choices(name: str, values: Iterable[object], choices: Iterable[object]
 
 def check_positive_int(name: str, value: object, *, minimum: int = 1, maximum: int | None = None) -> int:
     """``value`` as an int in ``[minimum, maximum]`` (bools refused), else a one-line error that states the limit."""
-    import numbers
-
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise LandscapeError(f"{name}={value!r}: need an integer >= {minimum}")
     if value < minimum or (maximum is not None and value > maximum):
@@ -59,8 +59,6 @@ def check_positive_int(name: str, value: object, *, minimum: int = 1, maximum: i
 
 def check_positive_number(name: str, value: object) -> float:
     """``float(value)`` if it is a finite number > 0, else a one-line :class:`LandscapeError`."""
-    import math
-
     try:
         v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
