@@ -123,6 +123,9 @@ import faulthandler, signal, sys, time
 import landscape.report.build as build
 
 faulthandler.register(signal.SIGUSR1, all_threads=True)   # the test's diagnosis if Ctrl-C ever hangs
+# what a command started from a terminal has: a suite run in the background (``cmd &`` in a script)
+# starts every process with SIGINT ignored, where no Ctrl-C can reach the CLI at all
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def _forever(*args, **kwargs):
     print("inside the command", flush=True)
