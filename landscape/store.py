@@ -11,9 +11,10 @@
   on ``kill -9``): a leftover ``.lock`` file never blocks a later run. ``busy="... (pid {pid})"``
   names the holder in the refusal (found in ``/proc/locks`` by the lock file's inode; the lock
   file itself is never written, so taking a lock changes no file's content).
-- ``remove_stale_temps(folder)``: temp files of this module's naming (``.<name>.<pid>.tmp``)
-  whose writer is dead (``os.kill(pid, 0)`` finds no such process) and that were not modified
-  for :data:`STALE_AFTER_S` seconds are removed; ``exclusive`` does it for the lock's folder
+- ``remove_stale_temps(folder)``: temp files of this module's naming (``.<name>.<pid>@<host>.tmp``)
+  whose writer is dead are removed: at once when written on this host by a pid that no longer
+  exists (``os.kill(pid, 0)``), after :data:`STALE_AFTER_S` seconds untouched when written on
+  another host sharing the folder; ``exclusive`` does it for the lock's folder
   once it holds the lock, so the next run of a killed job cleans up after it.
 - ``update_h5(path)``: lock, copy the current file (if any) to a temp file, yield
   it open for writing, then rename: readers see the old or the new file, never a mix.
@@ -28,7 +29,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -49,12 +52,23 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname() or "host")[:64]
+
+
+def temp_path(path: str | Path, pid: int | None = None, host: str | None = None) -> Path:
+    """The temp file :func:`atomic_path` writes for ``path``: ``.<name>.<pid>@<host>.tmp`` beside it
+    (the writer's pid and host, so a later run can tell a dead writer's file from a live one)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid() if pid is None else pid}@{_host() if host is None else host}.tmp")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Temp path beside ``path``; renamed over it only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     try:
         try:
             yield tmp
@@ -163,8 +177,8 @@ def read_jsonl(path: str | Path) -> list[Any]:
     return out
 
 
-STALE_AFTER_S = 30.0       # a dead writer's temp file untouched this long is removed
-_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")   # atomic_path's ".<name>.<pid>.tmp"
+STALE_AFTER_S = 30.0       # another host's temp file untouched this long is removed
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)(?:@([A-Za-z0-9-]+))?\.tmp$")   # ".<name>.<pid>@<host>.tmp"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -181,23 +195,28 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temps(folder: str | Path, older_than_s: float = STALE_AFTER_S) -> list[Path]:
-    """Remove the temp files of :func:`atomic_path` in ``folder`` (not recursive) whose writer
-    (the pid in the name) is dead and that were not modified for ``older_than_s`` seconds (a
-    writer on another host sharing the folder keeps touching its file while it writes). Returns
-    the removed paths; files that vanish meanwhile or cannot be removed are skipped."""
-    import time
-
-    removed, now = [], time.time()
+    """Remove the temp files of :func:`atomic_path` in ``folder`` (not recursive) whose writer is
+    gone: written on this host by a pid that no longer exists (removed at once), or written on
+    another host (or by an older version, without a host) and not modified for ``older_than_s``
+    seconds (a live writer elsewhere keeps touching its file; its pid means nothing here).
+    Returns the removed paths; files that vanish meanwhile or cannot be removed are skipped."""
+    removed, now, here = [], time.time(), _host()
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
     for entry in entries:
         found = _TEMP_NAME.match(entry.name)
-        if not found or _pid_alive(int(found.group(1))):
+        if not found:
             continue
+        pid, host = int(found.group(1)), found.group(2)
         try:
-            if not entry.is_file(follow_symlinks=False) or now - entry.stat(follow_symlinks=False).st_mtime < older_than_s:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if host == here:
+                if _pid_alive(pid):
+                    continue
+            elif (host is None and _pid_alive(pid)) or now - entry.stat(follow_symlinks=False).st_mtime < older_than_s:
                 continue
             os.unlink(entry.path)
         except OSError:

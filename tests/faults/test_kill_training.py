@@ -17,6 +17,7 @@ from faultkit import RUN, wait_for
 from landscape.analyze.inputs import resolve_checkpoint
 from landscape.models.checkpoint import load_checkpoint
 from landscape.provenance import sha256_file
+from landscape.store import temp_path
 
 TIMING = {"epoch_time_s", "train_time_s", "samples_per_s", "samples_per_s_std", "peak_memory_bytes"}
 CHECKPOINTS = ("best.pt", "last.pt", "epoch_000.pt", "epoch_001.pt", "epoch_002.pt")
@@ -96,7 +97,7 @@ def test_kill_during_checkpoint_writes_never_leaves_a_half_written_checkpoint(se
     seen = []
     for trial in range(3):
         job = server.start(str(target), script=script, name=f"saver{trial}")
-        tmp = run_dir / f".best.pt.{job.pid}.tmp"
+        tmp = temp_path(run_dir / "best.pt", job.pid)
         if trial:   # let it replace an existing checkpoint at least once before the kill
             first = sha256_file(target) if target.exists() else None
             wait_for(lambda first=first: target.exists() and sha256_file(target) != first, "a completed save", job)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from landscape.errors import InUseError
-from landscape.store import exclusive, remove_stale_temps, write_json
+from landscape.store import exclusive, remove_stale_temps, temp_path, write_json
 from landscape.train.config import resolve_config
 from landscape.train.sweep import prepare_output, run_sweep
 
@@ -36,9 +36,9 @@ def _dead_pid() -> int:
     return p.pid
 
 
-def _plant(folder, name, pid, age_s=3600.0):
+def _plant(folder, name, pid, age_s=3600.0, host=None):
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f".{name}.{pid}.tmp"
+    path = temp_path(folder / name, pid, host)
     path.write_bytes(b"partial")
     old = time.time() - age_s
     os.utime(path, (old, old))
@@ -70,11 +70,13 @@ def test_stale_temp_files_removed_live_ones_kept(tmp_path, dataset):
     try:
         stale = [_plant(out, "sweep.json", dead), _plant(out / RUN, "best.pt", dead)]
         live = [_plant(out, "sweep.json", writer.pid), _plant(out / RUN, "last.pt", writer.pid)]
-        recent = _plant(out / RUN, "log.jsonl", dead, age_s=0.0)  # a writer on another host may still own it
+        stale.append(_plant(out / RUN, "final.json", dead, age_s=0.0))     # this host, dead writer: at once
+        elsewhere = _plant(out / RUN, "log.jsonl", dead, age_s=0.0, host="other-node")   # may still be writing
+        gone_elsewhere = _plant(out / RUN, "config.json", dead, age_s=3600.0, host="other-node")
         res = run_sweep(_cfg(dataset), out, progress=False)
         assert res[0].status == "finished"
-        assert not any(p.exists() for p in stale)
-        assert all(p.exists() for p in live) and recent.exists()
+        assert not any(p.exists() for p in stale) and not gone_elsewhere.exists()
+        assert all(p.exists() for p in live) and elsewhere.exists()
     finally:
         writer.kill()
         writer.wait()
