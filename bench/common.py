@@ -1,5 +1,5 @@
 """Shared pieces of the benchmarks: the micro Swin and its random data, a wall/CPU clock, the
-machine description and the relative error against a reference spectrum.
+machine description, the full-data gradient and the relative error against a reference spectrum.
 
 The scripts beside this file import it as ``from common import ...`` (they put ``bench/`` on
 ``sys.path``)."""
@@ -33,6 +33,19 @@ def random_batches(samples: int, batch_size: int, size: int, seed: int, device) 
     Y = torch.randn(samples, 1, generator=g)
     return [(X[i:i + batch_size].to(device), Y[i:i + batch_size].to(device))
             for i in range(0, samples, batch_size)]
+
+
+def full_gradient(model: torch.nn.Module, crit, batches) -> list[torch.Tensor]:
+    """The full-data gradient ``sum_b (n_b / N) d crit(f(x_b), y_b) / d theta`` over the trainable
+    parameters, one backward per batch (the reference cost an HVP is compared with)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    n = sum(x.shape[0] for x, _ in batches)
+    total = [torch.zeros_like(p) for p in params]
+    for x, y in batches:
+        g = torch.autograd.grad(crit(model(x), y), params)
+        for t, gi in zip(total, g):
+            t.add_(gi, alpha=x.shape[0] / n)
+    return total
 
 
 def sync(device) -> None:

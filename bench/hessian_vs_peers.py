@@ -43,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import Clock, build_model, machine, random_batches, rel_err  # noqa: E402
+from common import Clock, build_model, full_gradient, machine, random_batches, rel_err  # noqa: E402
 
 from landscape.hessian import HessianOperator, top_eigenvalues  # noqa: E402
 
@@ -54,15 +54,8 @@ class _Reached(Exception):
 
 def product_costs(model, crit, batches, repeats: int = 3) -> dict:
     """Best wall seconds of a full-data gradient and of one HVP on kept graphs (interleaved)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    n = sum(x.shape[0] for x, _ in batches)
-
     def gradient():
-        total = [torch.zeros_like(p) for p in params]
-        for x, y in batches:
-            g = torch.autograd.grad(crit(model(x), y), params)
-            for t, gi in zip(total, g):
-                t.add_(gi, alpha=x.shape[0] / n)
+        full_gradient(model, crit, batches)
 
     best = {"gradient": float("inf"), "hvp_kept": float("inf"), "forward": float("inf")}
     with HessianOperator(model, crit, batches) as op:

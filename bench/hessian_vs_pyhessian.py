@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import Clock, build_model, random_batches, rel_err  # noqa: E402
+from common import Clock, build_model, full_gradient, random_batches, rel_err  # noqa: E402
 
 from landscape.hessian import HessianOperator, pyhessian_top_eigenvalues, top_eigenvalues  # noqa: E402
 
@@ -43,15 +43,8 @@ def product_costs(model, crit, batches, device, repeats=3):
     """Best (wall, CPU) seconds of a full-data gradient, of an HVP rebuilding every graph and
     of an HVP on kept graphs, measured interleaved (``repeats`` rounds) so that a changing
     machine load hits all three alike. Also returns how many batch graphs were kept."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    n = sum(x.shape[0] for x, _ in batches)
-
     def gradient():
-        total = [torch.zeros_like(p) for p in params]
-        for x, y in batches:
-            g = torch.autograd.grad(crit(model(x), y), params)
-            for t, gi in zip(total, g):
-                t.add_(gi, alpha=x.shape[0] / n)
+        full_gradient(model, crit, batches)
 
     inf = (float("inf"), float("inf"))
     best = {"gradient": inf, "fresh": inf, "kept": inf}
