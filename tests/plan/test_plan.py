@@ -23,16 +23,6 @@ from landscape.train.pipeline import load_run_data
 from landscape.train.trainer import RunSpec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two threads on a 2-core machine shared with other jobs make parallel kernels stall
-    # (a micro-Swin step went from 0.07 s to 3.5 s); one thread keeps the timings sane.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def synth_cfg(tmp_path_factory):
     from landscape.data import generate_synthetic

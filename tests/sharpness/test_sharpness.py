@@ -36,15 +36,6 @@ from landscape.sharpness.keskar import RandomSubspace
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny float64 matmuls: with 2 threads on a loaded 2-core machine the OpenMP sync costs ~20 ms a call."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 # --------------------------------------------------------------------------- test problems
 
 

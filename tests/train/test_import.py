@@ -37,14 +37,6 @@ FACTORY_SRC = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Synthetic data (scores 0..100), a user factory file and a fitted model saved as a plain state dict.

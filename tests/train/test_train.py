@@ -30,14 +30,6 @@ from landscape.train.trainer import RunSpec, check_run_dir, run_config, train_ru
 TIMING = {"epoch_time_s", "train_time_s", "samples_per_s", "samples_per_s_std", "peak_memory_bytes"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     return generate_synthetic(tmp_path_factory.mktemp("synth") / "ds", n_references=9, size=72)
