@@ -128,6 +128,7 @@ class Preset(str, Enum):
     """Model preset (``landscape.models.swin_iqa.PRESETS``)."""
 
     micro = "micro"
+    micro_plain = "micro_plain"
     tiny = "tiny"
     small = "small"
     base = "base"
@@ -146,6 +147,13 @@ class TestCrops(str, Enum):
 
     grid = "grid"
     random = "random"
+
+
+class RegressionLoss(str, Enum):
+    """Regression term of the training loss (``landscape.train.losses.REGRESSION_LOSSES``)."""
+
+    l1 = "l1"
+    mse = "mse"
 
 
 class Scheduler(str, Enum):

@@ -9,7 +9,8 @@ Families (``model_config["family"]``):
 
 - ``swin_iqa`` (or absent: files of older versions): :class:`landscape.models.swin_iqa.SwinIQAConfig`.
   Sizes are bounded: ``img_size`` in [16, 2048] px, ``embed_dim`` in [1, 4096], 1-8 stages of
-  depth 1-64, heads dividing each stage width ``embed_dim * 2**i``, ``head_hidden`` <= 65536,
+  depth 1-64, an optional ``stem_channels`` list of 1-8 widths in [1, 1024] (even ``img_size``
+  and ``patch_size`` when it has two or more), heads dividing each stage width ``embed_dim * 2**i``, ``head_hidden`` <= 65536,
   and the backbone's estimated parameter count ``sum_i 12 * depth_i * (embed_dim * 2**i)**2``
   (attention 4C^2 + MLP 8C^2 per block at ``mlp_ratio`` 4) at most :data:`MAX_PARAMS`
   (Swin-B: about 8.4e7). ``extra`` (further ``timm`` arguments) may hold only the keys of
@@ -59,7 +60,8 @@ TIMM_RECORD_KEYS = ("name", "kwargs", "head", "head_hidden", "dropout", "img_siz
 TIMM_RATE_KWARGS = ("drop_path_rate", "drop_rate", "proj_drop_rate", "attn_drop_rate")   # in [0, 1)
 
 SWIN_KEYS = ("preset", "timm_name", "img_size", "patch_size", "window_size", "embed_dim", "depths", "num_heads",
-             "drop_path_rate", "dropout", "head_hidden", "extra", "family")
+             "drop_path_rate", "dropout", "head_hidden", "extra", "family", "stem_channels")
+MAX_STEM_WIDTH = 1024
 
 
 def _fail(source: str, key: str, value: Any, need: str) -> None:
@@ -153,6 +155,13 @@ def check_swin_config(d: Any, source: str = "checkpoint") -> dict[str, Any]:
     if "head_hidden" in d:
         out["head_hidden"] = _int(source, "head_hidden", d["head_hidden"], 1, MAX_HEAD_HIDDEN)
     out["extra"] = check_extra(source, d.get("extra", {}))
+    stem = d.get("stem_channels", [])
+    if not (isinstance(stem, (list, tuple)) and not stem):      # empty list: no stem
+        stem = _int_list(source, "stem_channels", stem, 1, MAX_STEM_WIDTH)
+        if len(stem) >= 2 and (img % 2 or out["patch_size"] % 2):
+            raise CheckpointError(f"{source}: model_config stem_channels={stem} halves the input, so img_size "
+                                  f"({img}) and patch_size ({out['patch_size']}) must be even")
+    out["stem_channels"] = list(stem)
     n = estimated_params(dim, depths, out["extra"].get("mlp_ratio", 4.0))
     if n > MAX_PARAMS:
         raise CheckpointError(f"{source}: model_config embed_dim={dim}, depths={depths} means about {n:.2g} "

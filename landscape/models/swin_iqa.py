@@ -1,13 +1,24 @@
-"""Swin-Transformer IQA regressor: timm Swin backbone + MLP regression head.
+"""Swin-Transformer IQA regressor: optional conv stem, timm Swin backbone, MLP regression head.
 
-``f(x) = head(pool(backbone(x)))``, one scalar per image (shape ``[B]``), predicting
+``f(x) = head(pool(backbone(stem(x))))``, one scalar per image (shape ``[B]``), predicting
 the quality score normalised to [0, 1] by the dataset's score range.
 
+Conv stem (``stem_channels = (c_0, ..., c_n)``, empty = none): ``Conv3x3(3 -> c_0)``, then
+``Conv3x3(c_{i-1} -> c_i)`` with stride 2 at ``i = 1`` and 1 after, each followed by
+BatchNorm and GELU ("early convolutions", Xiao et al., NeurIPS 2021). A stem of two or more
+convolutions halves the resolution, so the Swin backbone is built for ``img_size / 2`` px,
+``patch_size / 2`` and ``in_chans = c_n``: the token grid ``img_size / patch_size`` is the same
+as without a stem. Without it a from-scratch micro Swin on the synthetic data stays at the
+constant-prediction plateau (test SRCC about 0.3); the stem is what lets it see blur, noise
+and blocking (``README``, "Training recipe").
+
 Presets (``img_size`` px input): ``tiny``/``small``/``base`` are the real
-``swin_{tiny,small,base}_patch4_window7_224`` architectures; ``micro`` is a
-CPU-test size (64 px, patch 4, window 4, embed dim 32, depths (2, 2), heads (2, 4),
-about 136k backbone parameters), built from the same timm family so that its
-pretrained-weight path is the real one.
+``swin_{tiny,small,base}_patch4_window7_224`` architectures (no stem); ``micro`` is a
+CPU-size model (32 px, conv stem (16, 32, 32), patch 4, window 4, embed dim 32,
+depths (2, 2), heads (2, 4)), built from the same timm family so that its
+pretrained-weight path is the real one. ``micro_plain`` is the earlier micro (64 px, no conv
+stem, so no BatchNorm: LayerNorm only), kept for the benchmarks measured with it and for checks
+that need a per-sample model (DDP on CPU equals one process with the global batch only then).
 """
 from __future__ import annotations
 
@@ -41,10 +52,17 @@ class SwinIQAConfig:
     dropout: float = 0.0
     head_hidden: int = 256
     extra: dict[str, Any] = field(default_factory=dict)
+    stem_channels: tuple[int, ...] = ()
+
+    @property
+    def stem_stride(self) -> int:
+        """Down-sampling of the conv stem: 2 with two or more convolutions, else 1."""
+        return 2 if len(self.stem_channels) >= 2 else 1
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["depths"], d["num_heads"] = list(self.depths), list(self.num_heads)
+        d["stem_channels"] = list(self.stem_channels)
         d["family"] = "swin_iqa"
         return d
 
@@ -56,13 +74,17 @@ class SwinIQAConfig:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         d["depths"], d["num_heads"] = tuple(d["depths"]), tuple(d["num_heads"])
+        d["stem_channels"] = tuple(d.get("stem_channels", ()))
         return cls(**d)
 
 
 PRESETS: dict[str, SwinIQAConfig] = {
-    "micro": SwinIQAConfig("micro", "swin_tiny_patch4_window7_224", img_size=64, window_size=4,
+    "micro": SwinIQAConfig("micro", "swin_tiny_patch4_window7_224", img_size=32, window_size=4,
                            embed_dim=32, depths=(2, 2), num_heads=(2, 4), drop_path_rate=0.0,
-                           head_hidden=64),
+                           head_hidden=64, stem_channels=(16, 32, 32)),
+    "micro_plain": SwinIQAConfig("micro_plain", "swin_tiny_patch4_window7_224", img_size=64, window_size=4,
+                                 embed_dim=32, depths=(2, 2), num_heads=(2, 4), drop_path_rate=0.0,
+                                 head_hidden=64),
     "tiny": SwinIQAConfig("tiny", "swin_tiny_patch4_window7_224", depths=(2, 2, 6, 2), drop_path_rate=0.2),
     "small": SwinIQAConfig("small", "swin_small_patch4_window7_224", depths=(2, 2, 18, 2), drop_path_rate=0.3),
     "base": SwinIQAConfig("base", "swin_base_patch4_window7_224", embed_dim=128, depths=(2, 2, 18, 2),
@@ -86,12 +108,27 @@ def model_config(preset: str, *, drop_path_rate: float | None = None, dropout: f
     return SwinIQAConfig.from_dict(base)
 
 
+def conv_stem(channels: tuple[int, ...]) -> nn.Module:
+    """The conv stem of the module docstring; ``nn.Identity`` (no parameters) when ``channels`` is empty."""
+    if not channels:
+        return nn.Identity()
+    layers: list[nn.Module] = []
+    c_in = 3
+    for i, c in enumerate(channels):
+        layers += [nn.Conv2d(c_in, c, 3, stride=2 if i == 1 else 1, padding=1, bias=False),
+                   nn.BatchNorm2d(c), nn.GELU()]
+        c_in = c
+    return nn.Sequential(*layers)
+
+
 class SwinIQA(nn.Module):
-    """Swin backbone (pooled features) -> Dropout -> Linear -> GELU -> Dropout -> Linear(1)."""
+    """Conv stem -> Swin backbone (pooled features) -> Dropout -> Linear -> GELU -> Dropout -> Linear(1)."""
 
     def __init__(self, config: SwinIQAConfig, backbone: nn.Module):
         super().__init__()
         self.config = config
+        if config.stem_channels:
+            self.stem = conv_stem(config.stem_channels)
         self.backbone = backbone
         width = backbone.num_features
         self.head = nn.Sequential(
@@ -100,12 +137,19 @@ class SwinIQA(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.stem_channels:
+            x = self.stem(x)
         return self.head(self.backbone(x)).squeeze(-1)
 
 
 def _backbone_kwargs(config: SwinIQAConfig) -> dict[str, Any]:
-    """timm arguments: the architecture keys, the head removed, and only the allow-listed ``extra``."""
+    """timm arguments: the architecture keys (input size and patch divided by the stem's stride, input
+    channels its width), the head removed, and only the allow-listed ``extra``."""
     kwargs = {k: getattr(config, k) for k in _ARCH_KEYS}
+    if config.stem_channels:
+        s = config.stem_stride
+        kwargs.update(img_size=config.img_size // s, patch_size=config.patch_size // s,
+                      in_chans=config.stem_channels[-1])
     return dict(kwargs, num_classes=0, drop_path_rate=config.drop_path_rate,
                 **check_extra(config.preset, config.extra))
 

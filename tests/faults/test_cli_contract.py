@@ -62,7 +62,7 @@ BAD_CHOICES = {   # argv -> what the one error line must name (the option, the b
     "lr-scaling": (["train", "--lr-scaling", "sqrt,cubic"], ["--lr-scaling", "'cubic'", "'none', 'linear', 'sqrt'"]),
     "scheduler": (["train", "--scheduler", "linear"], ["--scheduler", "'cosine', 'step', 'none'"]),
     "format": (["data", "check", "root", "--format", "koniq"], ["--format", "'koniq10k'", "'pyiqa'"]),
-    "model": (["plan", "--model", "huge"], ["--model", "'micro', 'tiny', 'small', 'base'"]),
+    "model": (["plan", "--model", "huge"], ["--model", "'micro', 'micro_plain', 'tiny', 'small', 'base'"]),
 }
 
 
@@ -99,7 +99,7 @@ def test_help_shows_defaults_and_readable_metavars(tmp_path):
         assert needle in hessian, needle
     train = " ".join(res["train"].out.split())
     for needle in ("[default: (micro)]", "[default: (auto)]", "[default: (sqrt)]", "[default: (cosine)]",
-                   "--model <micro|tiny|small|base|timm:NAME>"):
+                   "--model <micro|micro_plain|tiny|small|base|timm:NAME>"):
         assert needle in train, needle
     assert "[default: (torch default)" in " ".join(res["root"].out.split())
 

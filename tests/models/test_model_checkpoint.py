@@ -16,6 +16,31 @@ def test_micro_model_shapes_and_config_roundtrip():
     assert type(cfg).from_dict(cfg.to_dict()) == cfg
 
 
+def test_conv_stem_halves_the_input_and_keeps_the_token_grid():
+    from landscape.models.schema import check_swin_config
+    from landscape.models.swin_iqa import SwinIQAConfig
+    cfg = model_config("micro")
+    model = create_model(cfg).eval()
+    assert cfg.stem_channels == (16, 32, 32) and cfg.stem_stride == 2
+    convs = [m for m in model.stem if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == [(3, 16, 1), (16, 32, 2), (32, 32, 1)]
+    x = torch.randn(2, 3, cfg.img_size, cfg.img_size)
+    assert model.stem(x).shape == (2, 32, cfg.img_size // 2, cfg.img_size // 2)
+    # the backbone sees the stem's output: tokens = (img_size / patch_size)^2, as without a stem
+    tokens = model.backbone.patch_embed(model.stem(x))
+    assert tokens.shape[1:3] == (cfg.img_size // cfg.patch_size, cfg.img_size // cfg.patch_size)
+    # a config without the key (earlier versions) is the stem-less model, with no stem parameters
+    old = cfg.to_dict()
+    old.pop("stem_channels")
+    plain = SwinIQAConfig.from_dict({**old, "img_size": 64})
+    assert plain.stem_channels == () and not any(k.startswith("stem.") for k in create_model(plain).state_dict())
+    for bad, match in (([0], r"stem_channels\[0\]=0"), ("wide", "stem_channels='wide'"),
+                       ([16, 32], "must be even")):
+        with pytest.raises(CheckpointError, match=match):
+            check_swin_config({**cfg.to_dict(), "stem_channels": bad,
+                               **({"img_size": 33} if bad == [16, 32] else {})}, "ckpt.pt")
+
+
 def test_unknown_preset():
     with pytest.raises(LandscapeError, match="unknown model preset 'huge'"):
         model_config("huge")
@@ -28,7 +53,8 @@ def test_checkpoint_roundtrip_rebuilds_identical_model(tmp_path):
     ckpt = load_checkpoint(path)
     assert ckpt.content_hash == digest and ckpt.meta["epoch"] == 3
     rebuilt = build_model(ckpt)
-    x = torch.randn(2, 3, 64, 64)
+    size = model.config.img_size
+    x = torch.randn(2, 3, size, size)
     assert torch.equal(model(x), rebuilt(x))
     for (ka, a), (kb, b) in zip(model.state_dict().items(), rebuilt.state_dict().items()):
         assert ka == kb and torch.equal(a, b)

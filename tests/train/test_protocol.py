@@ -229,7 +229,7 @@ def test_cli_refusals_are_one_line_and_write_nothing(synth, kadid, tmp_path, cap
     code, err = _cli([*base, "--dataset", f"synthetic:{synth}", "--split", "official", "--split-seeds", "0,1"], capsys)
     assert code == 2 and "the official split has no seed; use --split random to sweep split seeds" in err
     code, err = _cli([*base, "--dataset", f"synthetic:{synth}", "--model", "huge"], capsys)
-    assert code == 2 and "'huge' is not one of 'micro', 'tiny', 'small', 'base', 'timm:NAME'" in err
+    assert code == 2 and "'huge' is not one of 'micro', 'micro_plain', 'tiny', 'small', 'base', 'timm:NAME'" in err
     # no manifest, no run folder (only the training locks of another helper's lock file may be there)
     assert not out.exists() or not [p for p in out.iterdir() if p.name == "sweep.json" or p.name.startswith("bs")]
     with pytest.raises(LandscapeError, match=r"split_seeds \[1, 1\]: each split seed once"):
