@@ -118,7 +118,8 @@ def load_analysis_input(path: str | Path, *, subsets: tuple[str, ...] = ("train"
     model = build_model(ckpt).to(dev)
     check_finite_parameters(model, str(ckpt_path))
     criterion = make_criterion(loss, ranking_alpha=config.get("ranking_alpha", 0.5),
-                               ranking_margin=config.get("ranking_margin", 0.0))
+                               ranking_margin=config.get("ranking_margin", 0.0),
+                               regression=config.get("loss", "l1"))
     split = {"split_mode": config["split"]} if config.get("split") else {}
     if config.get("split_ratio"):
         split["split_ratios"] = tuple(config["split_ratio"])

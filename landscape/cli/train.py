@@ -8,6 +8,7 @@ import typer
 
 from landscape.cli.options import (
     LR_RULES,
+    RegressionLoss,
     Scheduler,
     SplitMode,
     TestCrops,
@@ -18,12 +19,13 @@ from landscape.cli.options import (
     csv_strs,
     value,
 )
+from landscape.train.recipes import shown_default
 
 
 def train_cmd(
     dataset: Optional[str] = typer.Option(None, metavar="FORMAT:ROOT", show_default="from --config",
                                           help="Training data, e.g. synthetic:data/synthetic or koniq10k:/data/koniq."),
-    model: Optional[str] = typer.Option(None, metavar="<micro|tiny|small|base|timm:NAME>", callback=check_model,
+    model: Optional[str] = typer.Option(None, metavar="<micro|micro_plain|tiny|small|base|timm:NAME>", callback=check_model,
                                         show_default="micro",
                                         help="Swin preset, or any timm backbone (timm:NAME, e.g. timm:resnet50) with "
                                              "the toolkit's regression head."),
@@ -33,9 +35,9 @@ def train_cmd(
     seeds: Optional[str] = typer.Option(None, metavar="SEED,...", show_default="0", help="Seeds, comma-separated."),
     out: Path = typer.Option(Path("checkpoints/sweep"), help="Sweep output folder."),
     config: Optional[Path] = typer.Option(None, show_default="none", help="YAML/TOML file with the same keys; options given here override it."),
-    epochs: Optional[int] = typer.Option(None, show_default="10", help="Maximum epochs."),
-    patience: Optional[int] = typer.Option(None, show_default="5", help="Early stop after N epochs without val-SRCC gain; 0 = off."),
-    train_patches: Optional[int] = typer.Option(None, show_default="4", help="Random crops per training image per epoch."),
+    epochs: Optional[int] = typer.Option(None, show_default=shown_default("epochs", "10"), help="Maximum epochs."),
+    patience: Optional[int] = typer.Option(None, show_default=shown_default("patience", "5"), help="Early stop after N epochs without val-SRCC gain; 0 = off."),
+    train_patches: Optional[int] = typer.Option(None, show_default=shown_default("train_patches", "4"), help="Random crops per training image per epoch."),
     test_patches: Optional[int] = typer.Option(None, show_default="4", help="Crops per evaluation image (prediction = mean)."),
     test_crops: Optional[TestCrops] = typer.Option(None, show_default="grid", help="Evaluation crops: a fixed grid or seeded random crops (HyperIQA)."),
     split: Optional[SplitMode] = typer.Option(None, show_default="auto: official where the format has one, else random",
@@ -46,9 +48,11 @@ def train_cmd(
     split_ratio: Optional[str] = typer.Option(None, metavar="TRAIN:VAL:TEST", show_default="0.7:0.1:0.2",
                                               help="Shares of the random split; 0.8:0:0.2 = HyperIQA paper mode "
                                                    "(no val: epochs selected on test)."),
-    ranking_alpha: Optional[float] = typer.Option(None, show_default="0.5", help="Weight of the pairwise ranking hinge."),
+    loss: Optional[RegressionLoss] = typer.Option(None, show_default=shown_default("loss", "l1"),
+                                                  help="Regression term of the loss (plus the ranking hinge)."),
+    ranking_alpha: Optional[float] = typer.Option(None, show_default=shown_default("ranking_alpha", "0.5"), help="Weight of the pairwise ranking hinge."),
     ranking_margin: Optional[float] = typer.Option(None, show_default="0.0", help="Margin of the ranking hinge (normalised scores)."),
-    lr: Optional[float] = typer.Option(None, show_default="1e-4", help="Learning rate at --reference-batch."),
+    lr: Optional[float] = typer.Option(None, show_default=shown_default("lr", "1e-4"), help="Learning rate at --reference-batch."),
     lr_scaling: Optional[str] = typer.Option(None, metavar="RULE,...", callback=csv_choices(LR_RULES), show_default="sqrt",
                                              help="LR scaling rules none, linear, sqrt (comma-separated to sweep them)."),
     reference_batch: Optional[int] = typer.Option(None, show_default="32", help="Batch size at which --lr applies."),
@@ -57,7 +61,7 @@ def train_cmd(
     drop_path: Optional[float] = typer.Option(None, show_default="preset default", help="Stochastic depth rate."),
     dropout: Optional[float] = typer.Option(None, show_default="0.0", help="Dropout in the regression head."),
     scheduler: Optional[Scheduler] = typer.Option(None, show_default="cosine", help="Learning-rate schedule."),
-    warmup_epochs: Optional[int] = typer.Option(None, show_default="0", help="Linear warmup epochs."),
+    warmup_epochs: Optional[int] = typer.Option(None, show_default=shown_default("warmup_epochs", "0"), help="Linear warmup epochs."),
     cross_test: Optional[list[str]] = typer.Option(None, metavar="FORMAT:ROOT", show_default="none", help="Extra test set FORMAT:ROOT for the cross-dataset drop (repeatable)."),
     score_column: Optional[str] = typer.Option(None, show_default="the format's own", help="Score column (KonIQ: MOS or MOS_zscore)."),
     pretrained: Optional[str] = typer.Option(None, show_default="none: random init", help="Backbone weights: a local file, or 'hub' to download."),
@@ -89,7 +93,7 @@ def train_cmd(
         "test_random_crop": None if test_crops is None else value(test_crops) == "random",
         "split": value(split), "split_seeds": csv_ints(split_seeds, "--split-seeds") if split_seeds else None,
         "split_ratio": list(parse_ratios(split_ratio)) if split_ratio else None,
-        "ranking_alpha": ranking_alpha, "ranking_margin": ranking_margin, "lr": lr,
+        "loss": value(loss), "ranking_alpha": ranking_alpha, "ranking_margin": ranking_margin, "lr": lr,
         "reference_batch": reference_batch, "accumulate": accumulate, "weight_decay": weight_decay,
         "drop_path": drop_path, "dropout": dropout, "scheduler": value(scheduler), "warmup_epochs": warmup_epochs,
         "cross_test": list(cross_test) if cross_test else None, "score_column": score_column,

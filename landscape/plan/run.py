@@ -334,7 +334,8 @@ def _noise_scale(ctx: _Context, max_micro: int | None) -> tuple[NoiseScaleResult
     if p.checkpoint is not None:
         ckpt = load_checkpoint(p.checkpoint)
         settings.update(weights=f"checkpoint {p.checkpoint}", checkpoint_hash=ckpt.content_hash)
-    criterion = make_criterion(p.noise_loss, ranking_alpha=cfg.ranking_alpha, ranking_margin=cfg.ranking_margin)
+    criterion = make_criterion(p.noise_loss, ranking_alpha=cfg.ranking_alpha, ranking_margin=cfg.ranking_margin,
+                               regression=cfg.loss)
     exact = p.noise_loss == "l1"  # chunking (and halving chunks on OOM) is exact for a per-example mean
     chunk = None
     if max_micro and exact:

@@ -31,7 +31,7 @@ from landscape.plan.result import StepTiming
 from landscape.sharpness.noise_scale import NoiseScaleResult, gradient_noise_scale
 from landscape.train.losses import IQALoss
 from landscape.train.lr_rules import scaled_lr
-from landscape.train.step import train_step
+from landscape.train.step import make_optimizer, train_step
 from landscape.train.trainer import RunSpec
 
 # ------------------------------------------------------------------ batches
@@ -126,8 +126,8 @@ class TrainerStepRunner:
         torch.manual_seed(self.seed)
         model = plan_model(self.model_config, self.cfg.pretrained).to(self.device).train()
         lr = scaled_lr(self.cfg.lr, batch_size, self.cfg.reference_batch, self.rule)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=self.cfg.weight_decay)
-        return model, IQALoss(self.cfg.ranking_alpha, self.cfg.ranking_margin), optimizer
+        optimizer = make_optimizer(model, lr, self.cfg.weight_decay)
+        return model, IQALoss(self.cfg.ranking_alpha, self.cfg.ranking_margin, self.cfg.loss), optimizer
 
     def _run(self, batches: Iterator[Batch], batch_size: int, accumulate: int, steps: int,
              warmup: int) -> StepTiming:

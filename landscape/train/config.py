@@ -35,7 +35,9 @@ from landscape.data.splits import DEFAULT_RATIOS, check_ratios, parse_ratios
 from landscape.errors import LandscapeError, check_choice, check_positive_int
 from landscape.models.schema import MAX_IMG_SIZE
 from landscape.models.trainable import check_model_name
+from landscape.train.losses import REGRESSION_LOSSES
 from landscape.train.lr_rules import RULES
+from landscape.train.recipes import recipe
 
 SCHEDULERS = ("cosine", "step", "none")
 TEST_CROPS = ("grid", "random")          # config-file / CLI names of test_random_crop False / True
@@ -63,6 +65,7 @@ class TrainConfig:
     train_patches: int = 4                  # random crops per training image per epoch
     test_patches: int = 4                   # crops per evaluation image
     test_random_crop: bool = False          # seeded random test crops instead of a fixed grid
+    loss: str = "l1"                        # regression term: l1 (HyperIQA) or mse
     ranking_alpha: float = 0.5
     ranking_margin: float = 0.0
     weight_decay: float = 0.05
@@ -97,6 +100,7 @@ class TrainConfig:
                 raise LandscapeError(f"cross_test must be FORMAT:ROOT, got '{spec}'")
         check_model_name(self.model)
         check_choice("split", self.split, SPLIT_MODES)
+        check_choice("loss", self.loss, REGRESSION_LOSSES)
         check_ratios(self.split_ratio)
         if self.img_size is not None:
             check_positive_int("img_size", self.img_size, minimum=16, maximum=MAX_IMG_SIZE)
@@ -228,9 +232,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_config(file_values: dict[str, Any], cli_values: dict[str, Any]) -> TrainConfig:
-    """Defaults < config file < command line (``None`` on the command line = not given)."""
+    """Defaults < the model's recipe (:data:`landscape.train.recipes.RECIPES`) < config file < command line (``None`` on
+    the command line = not given)."""
     merged = dict(file_values)
     merged.update({k: v for k, v in cli_values.items() if v is not None})
+    merged = {**recipe(str(merged.get("model", TrainConfig.model))), **merged}
     return TrainConfig(**config_from_mapping(merged)).validate()
 
 

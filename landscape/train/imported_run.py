@@ -51,7 +51,7 @@ from landscape.train.sweep import KIND, MANIFEST
 
 LR_RULE = "imported"
 PROTOCOL_KEYS = ("dataset", "score_column", "split_seed", "test_patches", "test_random_crop", "train_eval_images",
-                 "ranking_alpha", "ranking_margin", "cross_test", "skip_bad_images")
+                 "loss", "ranking_alpha", "ranking_margin", "cross_test", "skip_bad_images")
 MAX_LOCATION, SPREAD_RANGE = 0.5, (0.1, 10.0)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

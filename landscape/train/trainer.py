@@ -63,7 +63,7 @@ from landscape.train.lr_rules import scaled_lr
 from landscape.train.pretrained import build_run_model, pretrained_record
 from landscape.train.schedule import make_scheduler
 from landscape.train.state import STATE_FORMAT, restore_train_state
-from landscape.train.step import train_step
+from landscape.train.step import make_optimizer, train_step
 
 NAN_CHECK_EVERY = 20      # steps between non-finite-loss checks on GPU (each check syncs); 1 on CPU
 PROGRESS_EVERY_S = 0.5
@@ -114,6 +114,17 @@ def run_config(cfg: TrainConfig, spec: RunSpec, world_size: int = 1) -> dict[str
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2 ** 31)
+
+
+EVAL_BATCH = 64     # evaluation batch floor (no gradients are kept, so up to 4x the training batch fits)
+
+
+def eval_batch(train_batch: int) -> int:
+    """Patches per evaluation forward pass: the per-rank training batch ``b``, raised towards
+    :data:`EVAL_BATCH` but to at most ``4 b`` (``max(b, min(EVAL_BATCH, 4 b))``). Evaluation is in
+    eval mode (BatchNorm running statistics), so predictions do not depend on it."""
+    b = max(1, int(train_batch))
+    return max(b, min(EVAL_BATCH, 4 * b))
 
 
 def evaluate_sets(model: torch.nn.Module, sets: dict[str, pipeline.EvalSet], cfg: TrainConfig,
@@ -232,8 +243,8 @@ def train_run(cfg: TrainConfig, spec: RunSpec, run_dir: Path, *, resume: bool = 
     torch.manual_seed(spec.seed)
     model, mcfg = build_run_model(cfg)          # --pretrained loaded strictly (train/pretrained.py)
     model = model.to(device)
-    criterion = IQALoss(cfg.ranking_alpha, cfg.ranking_margin)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=rcfg["run_lr"], weight_decay=cfg.weight_decay)
+    criterion = IQALoss(cfg.ranking_alpha, cfg.ranking_margin, cfg.loss)
+    optimizer = make_optimizer(model, rcfg["run_lr"], cfg.weight_decay)
     steps = data.steps_per_epoch(spec.batch_size, world)
     scheduler = make_scheduler(optimizer, total_steps=steps * cfg.epochs,
                                warmup_steps=steps * cfg.warmup_epochs, kind=cfg.scheduler,
@@ -295,7 +306,7 @@ def train_run(cfg: TrainConfig, spec: RunSpec, run_dir: Path, *, resume: bool = 
         n_total = dist.all_reduce_sum(torch.tensor(float(n_seen), device=device)).item()
         mean_loss = dist.all_reduce_sum(loss_sum).item() / max(1.0, n_total)
         model.eval()
-        metrics = evaluate_sets(model, data.eval_sets, cfg, device, max(1, spec.batch_size // world))
+        metrics = evaluate_sets(model, data.eval_sets, cfg, device, eval_batch(spec.batch_size // world))
         record = {"epoch": epoch, "train_loss": mean_loss, "lr": lr_first, "lr_last": lr_now, "steps": steps,
                   "epoch_time_s": time.perf_counter() - t0, "train_time_s": train_time,
                   "samples_per_s": n_total / train_time, "peak_memory_bytes": peak_bytes(device),

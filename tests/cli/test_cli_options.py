@@ -29,6 +29,7 @@ def _library_choices() -> dict[str, tuple[object, tuple]]:
     from landscape.surface.evaluate import COMPILE_MODES
     from landscape.surface.interpolate import BUFFER_MODES
     from landscape.train.config import SCHEDULERS, TEST_CROPS
+    from landscape.train.losses import REGRESSION_LOSSES
     from landscape.train.lr_rules import RULES
 
     return {"split": (O.Split, SPLITS), "format": (O.DataFormat, FORMATS), "start": (O.Start, STARTS),
@@ -38,7 +39,7 @@ def _library_choices() -> dict[str, tuple[object, tuple]]:
             "buffers": (O.Buffers, BUFFER_MODES), "scheduler": (O.Scheduler, SCHEDULERS),
             "lr_rules": (O.LR_RULES, RULES), "measures": (O.MEASURES, MEASURES),
             "keskar_spaces": (O.KESKAR_SPACES, KESKAR_SPACES), "split_mode": (O.SplitMode, SPLIT_MODES),
-            "test_crops": (O.TestCrops, TEST_CROPS)}
+            "test_crops": (O.TestCrops, TEST_CROPS), "loss": (O.RegressionLoss, REGRESSION_LOSSES)}
 
 
 @pytest.mark.parametrize("name", sorted(_library_choices()))

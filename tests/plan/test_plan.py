@@ -176,7 +176,8 @@ def test_runner_uses_the_trainers_pipeline(synth_cfg, synth_data):
     x, y = next(runner.batches(8))
     ref_x, ref_y = next(iter(synth_data.train_batches(RunSpec(8, synth_cfg.seeds[0], "sqrt"), 0)))
     assert torch.equal(x, ref_x) and torch.equal(y, ref_y)
-    assert x.shape == (8, 3, 64, 64) and float(y.min()) >= 0 and float(y.max()) <= 1   # normalised targets
+    size = synth_data.patch_size
+    assert x.shape == (8, 3, size, size) and float(y.min()) >= 0 and float(y.max()) <= 1   # normalised targets
 
 
 # ------------------------------------------------------------------ run_plan logic with a fake step

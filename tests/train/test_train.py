@@ -3,6 +3,7 @@
 One tiny synthetic dataset per module (9 references x 21 images of 72 px: 126 train,
 21 val, 42 test images), the ``micro`` preset, 1 train and 1 test patch per image.
 """
+import dataclasses
 import json
 import math
 import shutil
@@ -38,7 +39,8 @@ def root(tmp_path_factory):
 def make_cfg(root, **over):
     values = {"dataset": f"synthetic:{root}", "model": "micro", "batch_sizes": [8, 16], "seeds": [0],
               "lr_scaling": ["sqrt"], "lr": 1e-3, "reference_batch": 8, "epochs": 2, "patience": 0,
-              "train_patches": 1, "test_patches": 1, "train_eval_images": 16, "device": "cpu"}
+              "train_patches": 1, "test_patches": 1, "train_eval_images": 16, "device": "cpu",
+              "warmup_epochs": 0, "loss": "l1", "ranking_alpha": 0.5}
     values.update(over)
     return resolve_config({}, values)
 
@@ -119,7 +121,7 @@ def test_sweep_two_batch_sizes_outputs_and_checkpoints(root, tmp_path, monkeypat
         # the rebuilt model reproduces the logged metrics with the test protocol (grid crops)
         for split in ("val", "train"):
             es = data.eval_sets[split]
-            p = predict_images(model, es.records, patch_size=64, test_patch_num=1, seed=0, random_crop=False)
+            p = predict_images(model, es.records, patch_size=model.config.img_size, test_patch_num=1, seed=0, random_crop=False)
             assert stats.spearmanr(p.pred, p.score).statistic == pytest.approx(m[f"{split}_srcc"], abs=1e-12)
             assert stats.pearsonr(p.pred, p.score).statistic == pytest.approx(m[f"{split}_plcc"], abs=1e-9)
 
@@ -252,13 +254,17 @@ def test_absurd_lr_diverges_in_first_epoch(root, tmp_path):
 # ---------------------------------------------------------------- accumulation
 
 def test_accumulation_equals_one_large_batch(root):
-    """K micro-batches (weighted n_k / n) give the full-batch gradient for the per-sample L1.
-    The ranking term only sees pairs inside a micro-batch, so with alpha > 0 the accumulated
-    gradient is the n_k/n-weighted sum of per-micro-batch gradients instead."""
+    """K micro-batches (weighted n_k / n) give the full-batch gradient for the per-sample L1 of a
+    model without BatchNorm. The ranking term only sees pairs inside a micro-batch, so with
+    alpha > 0 the accumulated gradient is the n_k/n-weighted sum of per-micro-batch gradients
+    instead; and BatchNorm in train mode (the micro preset's conv stem) normalises each
+    micro-batch with its own statistics, so there accumulation is not one large batch."""
     data = pipeline.load_run_data(make_cfg(root))
     x, y = next(iter(data.train_batches(RunSpec(16, 0, "sqrt"), 0)))
     torch.manual_seed(0)
-    model = create_model(model_config("micro", dropout=0.0, drop_path_rate=0.0))
+    micro = model_config("micro", dropout=0.0, drop_path_rate=0.0)
+    with_bn = create_model(micro)
+    model = create_model(dataclasses.replace(micro, stem_channels=()))
 
     def grads(criterion, xs, ys, k):
         model.zero_grad(set_to_none=True)
@@ -274,6 +280,9 @@ def test_accumulation_equals_one_large_batch(root):
     parts = sum(grads(ranked, x[i:i + 4], y[i:i + 4], 1) * 0.25 for i in range(0, 16, 4))
     assert (acc - parts).abs().max() <= 1e-6
     assert (acc - grads(ranked, x, y, 1)).abs().max() > 1e-3
+    # with BatchNorm the micro-batch statistics differ from the full batch's
+    model = with_bn
+    assert (grads(IQALoss(0.0, 0.0), x, y, 4) - grads(IQALoss(0.0, 0.0), x, y, 1)).abs().max() > 1e-4
 
 
 def test_run_config_records_lr_rule_and_batches():
