@@ -120,9 +120,17 @@ def all_gather_objects(obj: Any) -> list[Any]:
 
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """DistributedDataParallel around ``model`` when a group is initialised."""
+    """DistributedDataParallel around ``model`` when a group is initialised.
+
+    BatchNorm (the micro preset's conv stem): on CUDA the layers become ``SyncBatchNorm`` (in
+    place, same state-dict keys), so statistics are taken over the global batch as in one process;
+    torch has no SyncBatchNorm on CPU, so under gloo each rank normalises its own per-rank batch
+    (as gradient accumulation normalises each micro-batch), and DDP then equals one process with
+    the global batch only for models without BatchNorm."""
     if not is_initialized():
         return model
+    if device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 

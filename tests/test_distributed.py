@@ -28,8 +28,8 @@ from landscape import sharpness as S
 from landscape.analyze.inputs import load_analysis_input
 from landscape.data import generate_synthetic
 from landscape.errors import LandscapeError
-from landscape.models import create_model, model_config
 from landscape.models.checkpoint import load_checkpoint
+from landscape.models.trainable import build_train_model
 from landscape.provenance import hash_batches
 from landscape.surface import DirectionSpec, compute_surface, load_surface, merge_shards, shard_path
 from landscape.surface.storage import merge_rank_shards
@@ -67,11 +67,14 @@ def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory):
-    """24 training images (6 references x blur), 1 patch each: batch 12 = 2 steps per epoch on 2 ranks of 6."""
+    """24 training images (6 references x blur), 1 patch each: batch 12 = 2 steps per epoch on 2 ranks of 6.
+    The preset without BatchNorm (``micro_plain``: LayerNorm only), so that DDP on CPU equals one
+    process with the global batch (``distributed.wrap_ddp``: no SyncBatchNorm under gloo)."""
     tmp = tmp_path_factory.mktemp("dist")
     root = generate_synthetic(tmp / "ds", n_references=6, size=64, distortions=("blur",))
-    cfg = {"dataset": f"synthetic:{root}", "model": "micro", "batch_sizes": [12, 24], "seeds": [0],
-           "lr_scaling": ["sqrt"], "lr": 1e-3, "reference_batch": 8, "epochs": 2, "patience": 0,
+    cfg = {"dataset": f"synthetic:{root}", "model": "micro_plain", "batch_sizes": [12, 24],
+           "seeds": [0], "lr_scaling": ["sqrt"], "lr": 1e-3, "reference_batch": 8, "epochs": 2, "patience": 0,
+           "warmup_epochs": 0, "loss": "l1",
            "train_patches": 1, "test_patches": 1, "train_eval_images": 8, "device": "cpu", "workers": 0,
            "ranking_alpha": 0.0, "dropout": 0.0, "drop_path": 0.0}
     path = tmp / "config.json"
@@ -163,7 +166,7 @@ def test_ddp_training_killed_and_resumed_equals_one_process_with_the_global_batc
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
     # the weights did move over the 4 steps (the comparison is not trivially true)
     torch.manual_seed(spec.seed)
-    fresh = create_model(model_config(cfg.model, drop_path_rate=0.0, dropout=0.0), pretrained=cfg.pretrained).state_dict()
+    fresh = build_train_model(cfg.model, img_size=cfg.img_size, drop_path=0.0, dropout=0.0)[0].state_dict()
     assert max(float((fresh[k] - ref_state[k]).abs().max()) for k in fresh) > 1e-4
 
 
