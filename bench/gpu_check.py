@@ -26,7 +26,7 @@ Sections (each with its own seconds; a section that would pass the deadline is s
 - ``surface``: :func:`landscape.surface.compute_surface` cells/s on ``swin_tiny`` (11 x 11 grid,
   eager; compiled as well unless ``--smoke``), beside the bare forward's cells/s.
 
-``--smoke``: CPU, micro model (64 px), 160 x 120 JPEGs with 64-px patches, 2 timed steps, batch
+``--smoke``: CPU, micro model (32 px), 160 x 120 JPEGs with 32-px patches, 2 timed steps, batch
 sizes 2/4 (the epoch at batch 4), k = 2, a 3 x 3 grid, no torch.compile; the JSON has the same keys.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ SCHEMA = 1
 def settings(smoke: bool) -> dict:
     """What each mode measures (the JSON records it)."""
     if smoke:
-        return dict(device="cpu", model="micro", img=(160, 120), patch=64, images=4, batch=4, warmup=1, steps=2,
+        return dict(device="cpu", model="micro", img=(160, 120), patch=model_config("micro").img_size, images=4, batch=4, warmup=1, steps=2,
                     batch_sizes=[2, 4], workers=0, compile=False, h_model="micro", h_samples=2, h_batch=2, k=2, ref_tol=1e-4,
                     grid=3, s_samples=4, amp=False)
     return dict(device="cuda", model="base", img=(1024, 768), patch=224, images=96, batch=32, warmup=3, steps=20,

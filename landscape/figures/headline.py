@@ -63,7 +63,8 @@ def headline(metrics: Mapping[str, Mapping[int, Sequence[float]]], normalised: M
                 ys = [by_b[b] for b in bs]
                 ratios += [y for y in ys if np.isfinite(y) and y > 0]
                 ax.plot(bs, ys, color=figstyle.PALETTE[i % len(figstyle.PALETTE)],
-                        marker=figstyle.MARKERS[i % len(figstyle.MARKERS)], markersize=3.5, label=name)
+                        marker=figstyle.MARKERS[i % len(figstyle.MARKERS)], markersize=3.5, label=name,
+                        linestyle="-" if i < len(figstyle.PALETTE) else "--")
                 sizes.update(float(b) for b in bs)
             ax.axhline(1.0, color="0.6", linewidth=0.6, linestyle=":", zorder=0)
             if ratios and max(ratios) / min(ratios) > 4:

@@ -47,7 +47,7 @@ OKABE_ITO = {
 #: Order used for categorical series (yellow last: low contrast on white).
 PALETTE = tuple(OKABE_ITO[k] for k in ("blue", "orange", "bluish_green", "vermillion",
                                          "reddish_purple", "sky_blue", "black", "yellow"))
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")   # 10: with 8 colours no pair repeats for 40 series
 #: Colour-blind-safe sequential colormap for surfaces and densities.
 SEQUENTIAL_CMAP = "viridis"
 
@@ -131,7 +131,7 @@ def batch_size_colors(sizes: Iterable[int]) -> dict[int, str]:
 
 
 def batch_size_markers(sizes: Iterable[int]) -> dict[int, str]:
-    """Marker per distinct batch size (ascending; cycles after 8)."""
+    """Marker per distinct batch size (ascending; cycles after 10)."""
     return {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(_sorted_unique(sizes))}
 
 
