@@ -1,0 +1,156 @@
+"""Benchmark: where the floor of one Hessian-vector product lies, in gradients over the same data.
+
+Same model (micro Swin by default, eval mode), same random samples in fixed batches, mean MSE.
+``L = sum_b (n_b / N) loss_b``; each way below computes ``H v`` for one random unit ``v`` over
+all batches, timed against one full-data gradient (``common.full_gradient``) in the same run,
+interleaved, best of ``--repeats``:
+
+- ``kept graph`` (landscape's operator): the gradient graphs of every batch are built once
+  (``create_graph=True``, not timed per product) and each product is one extra backward through
+  them, ``d (g . v) / d theta``. Its cost is the backward of the backward graph, which holds the
+  forward's operations and their derivatives: about 2 backward passes of work.
+- ``fresh double backward`` (what PyHessian does per product): forward + backward with
+  ``create_graph`` + the product's backward, every time.
+- ``forward-over-reverse`` (Pearlmutter's R-operator, ``torch.func.jvp`` of ``torch.func.grad``):
+  one forward-mode pass through forward + backward; the textbook floor is about 2 gradients
+  (forward-mode roughly doubles each operation). Reported as unsupported where an operation
+  has no forward-mode derivative.
+- ``finite difference`` (central): ``(g(theta + h v) - g(theta - h v)) / 2h`` with
+  step ``h = --fd-eps`` along the unit ``v``: exactly 2 gradients, with an error
+  ``O(h^2 |d^3 L|)`` plus round-off ``O(eps_mach |g| / h)``, printed against the kept-graph product.
+
+    python bench/hvp_cost.py                       # micro Swin, 256 samples in batches of 64, 2 threads
+
+Prints one JSON object: seconds per way (wall and CPU), the ratio to one gradient, the relative
+error of each product against the kept-graph one, the machine and torch version.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Clock, build_model, full_gradient, machine, random_batches  # noqa: E402
+
+
+def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+    return sum((x * y).sum() for x, y in zip(a, b))
+
+
+def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    num = sum(float(((x - y) ** 2).sum()) for x, y in zip(a, b)) ** 0.5
+    return num / max(sum(float((y ** 2).sum()) for y in b) ** 0.5, 1e-300)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="micro")
+    ap.add_argument("--samples", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--fd-eps", type=float, default=1e-3)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model, size = build_model(args.model)
+    model.eval()
+    batches = random_batches(args.samples, args.batch_size, size, 0, "cpu")
+    crit = torch.nn.MSELoss()
+    params = [p for p in model.parameters() if p.requires_grad]
+    n = sum(x.shape[0] for x, _ in batches)
+    g = torch.Generator().manual_seed(1)
+    v = [torch.randn(p.shape, generator=g) for p in params]
+    norm = float(_dot(v, v)) ** 0.5
+    v = [t / norm for t in v]
+
+    kept = []
+    with Clock() as build:
+        for x, y in batches:
+            kept.append(torch.autograd.grad(crit(model(x), y), params, create_graph=True))
+
+    def gradient():
+        return full_gradient(model, crit, batches)
+
+    def kept_graph():
+        out = [torch.zeros_like(p) for p in params]
+        for (x, _), gb in zip(batches, kept):
+            for t, h in zip(out, torch.autograd.grad(_dot(gb, v), params, retain_graph=True)):
+                t.add_(h, alpha=x.shape[0] / n)
+        return out
+
+    def fresh():
+        out = [torch.zeros_like(p) for p in params]
+        for x, y in batches:
+            gb = torch.autograd.grad(crit(model(x), y), params, create_graph=True)
+            for t, h in zip(out, torch.autograd.grad(_dot(gb, v), params)):
+                t.add_(h, alpha=x.shape[0] / n)
+        return out
+
+    names = [k for k, _ in model.named_parameters()]
+    theta = {k: p.detach() for k, p in model.named_parameters()}
+    tangent = dict(zip(names, v))
+
+    def forward_over_reverse():
+        from torch.func import functional_call, grad, jvp
+        out = {k: torch.zeros_like(t) for k, t in theta.items()}
+        for x, y in batches:
+            loss = lambda th: crit(functional_call(model, th, (x,)), y)  # noqa: E731
+            _, h = jvp(grad(loss), (theta,), (tangent,))
+            out = {k: out[k] + h[k] * (x.shape[0] / n) for k in out}     # h may hold immutable ZeroTensors
+        return [out[k] for k in names]
+
+    def finite_difference():
+        # perturb through .data and restore from a copy: theta bit-identical afterwards, and the
+        # kept graphs (which saved the parameters) stay valid for the next repeat
+        eps, saved = args.fd_eps, [p.detach().clone() for p in params]
+        for p, s0, t in zip(params, saved, v):
+            p.data.copy_(s0 + eps * t)
+        plus = gradient()
+        for p, s0, t in zip(params, saved, v):
+            p.data.copy_(s0 - eps * t)
+        minus = gradient()
+        for p, s0 in zip(params, saved):
+            p.data.copy_(s0)
+        return [(a - b) / (2 * eps) for a, b in zip(plus, minus)]
+
+    ways = {"gradient": gradient, "kept graph": kept_graph, "fresh double backward": fresh,
+            "forward-over-reverse": forward_over_reverse, "finite difference": finite_difference}
+    best: dict[str, tuple[float, float]] = {}
+    results: dict[str, list[torch.Tensor]] = {}
+    failed: dict[str, str] = {}
+    for _ in range(args.repeats):
+        for name, fn in ways.items():
+            if name in failed:
+                continue
+            try:
+                with Clock() as c:
+                    results[name] = fn()
+            except (RuntimeError, NotImplementedError) as e:
+                failed[name] = str(e).splitlines()[0][:200]
+                continue
+            w, cpu = best.get(name, (float("inf"), float("inf")))
+            best[name] = (min(w, c.wall), min(cpu, c.cpu))
+    ref = results["kept graph"]
+    g_wall, g_cpu = best["gradient"]
+    report = {"model": args.model, "samples": args.samples, "batch_size": args.batch_size,
+              "kept_graph_build_s": round(build.wall, 3), "machine": machine(), "ways": {}}
+    for name in ways:
+        if name in failed:
+            report["ways"][name] = {"unsupported": failed[name]}
+            continue
+        w, cpu = best[name]
+        row = {"wall_s": round(w, 4), "cpu_s": round(cpu, 4), "gradients": round(w / g_wall, 3),
+               "gradients_cpu": round(cpu / g_cpu, 3)}
+        if name != "gradient":
+            row["rel_error_vs_kept_graph"] = float(f"{_rel(results[name], ref):.3g}")
+        report["ways"][name] = row
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
