@@ -99,7 +99,8 @@ def main() -> None:
         from torch.func import functional_call, grad, jvp
         out = {k: torch.zeros_like(t) for k, t in theta.items()}
         for x, y in batches:
-            loss = lambda th: crit(functional_call(model, th, (x,)), y)  # noqa: E731
+            def loss(th, x=x, y=y):
+                return crit(functional_call(model, th, (x,)), y)
             _, h = jvp(grad(loss), (theta,), (tangent,))
             out = {k: out[k] + h[k] * (x.shape[0] / n) for k in out}     # h may hold immutable ZeroTensors
         return [out[k] for k in names]
