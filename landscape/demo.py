@@ -24,7 +24,7 @@ from landscape.train.sweep import expand_sweep, run_sweep
 @dataclass(frozen=True)
 class DemoSettings:
     """Sizes of each step (``QUICK`` and ``FULL`` below). Training uses the micro recipe
-    (:data:`landscape.train.config.RECIPES`) with ``epochs`` and ``train_patches`` as given."""
+    (:data:`landscape.train.recipes.RECIPES`) with ``epochs`` and ``train_patches`` as given."""
 
     n_references: int
     image_size: int
@@ -51,19 +51,21 @@ class DemoSettings:
     average_samples: int = 20
 
 
+QUICK = DemoSettings(n_references=24, image_size=80, split_ratios=(0.7, 0.1, 0.2), batch_sizes=(8, 16, 32, 48),
+                     seeds=(0, 1), epochs=8, train_patches=2, test_patches=4, train_eval_images=64,
+                     analysis_samples=32, top_k=1, trace_matvecs=6, density_steps=6, keskar_spaces=("random",),
+                     grid="-1:1:5", alpha="-1:2:7",
+                     pacbayes_depth=6, pacbayes_samples=3, noise_repeats=4, plan_steps=2, density_runs=1,
+                     adaptive_iters=5, average_samples=8)
 # FULL: 52 references split 34 / 8 / 10 (714 training, 168 validation, 210 test images: a validation
 # split large enough to select epochs on); batch sizes 6 .. 96 span 16x, from 0.8% to 13% of the
 # training set (Keskar et al.'s large-batch regime starts at about 10%); two seeds each.
-QUICK = DemoSettings(n_references=24, image_size=80, split_ratios=(0.7, 0.1, 0.2), batch_sizes=(8, 16, 32, 48), seeds=(0, 1), epochs=8,
-                     train_patches=2, test_patches=4, train_eval_images=64, analysis_samples=32, top_k=1,
-                     trace_matvecs=6, density_steps=6, keskar_spaces=("random",), grid="-1:1:5", alpha="-1:2:7",
-                     pacbayes_depth=6, pacbayes_samples=3, noise_repeats=4, plan_steps=2, density_runs=1,
-                     adaptive_iters=5, average_samples=8)
 FULL = DemoSettings(n_references=52, image_size=80, split_ratios=(0.65, 0.15, 0.2),
                     batch_sizes=(6, 12, 24, 48, 72, 96), seeds=(0, 1), epochs=15,
                     train_patches=3, test_patches=3, train_eval_images=128, analysis_samples=48, top_k=2,
                     trace_matvecs=16, density_steps=16, keskar_spaces=("full", "random"), grid="-1:1:9",
                     alpha="-1:2:13", pacbayes_depth=8, pacbayes_samples=4, noise_repeats=12, plan_steps=3)
+
 
 def demo_config(data_dir: Path, s: DemoSettings) -> TrainConfig:
     """The micro recipe with the demo's sweep (sqrt LR rule: the rule for Adam-type optimisers,

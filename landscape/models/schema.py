@@ -156,12 +156,12 @@ def check_swin_config(d: Any, source: str = "checkpoint") -> dict[str, Any]:
         out["head_hidden"] = _int(source, "head_hidden", d["head_hidden"], 1, MAX_HEAD_HIDDEN)
     out["extra"] = check_extra(source, d.get("extra", {}))
     stem = d.get("stem_channels", [])
-    if not (isinstance(stem, (list, tuple)) and not stem):      # empty list: no stem
-        stem = _int_list(source, "stem_channels", stem, 1, MAX_STEM_WIDTH)
-        if len(stem) >= 2 and (img % 2 or out["patch_size"] % 2):
-            raise CheckpointError(f"{source}: model_config stem_channels={stem} halves the input, so img_size "
-                                  f"({img}) and patch_size ({out['patch_size']}) must be even")
-    out["stem_channels"] = list(stem)
+    stem = [] if isinstance(stem, (list, tuple)) and not stem else _int_list(source, "stem_channels", stem, 1,
+                                                                              MAX_STEM_WIDTH)
+    if len(stem) >= 2 and (img % 2 or out["patch_size"] % 2):
+        raise CheckpointError(f"{source}: model_config stem_channels={stem} halves the input, so img_size "
+                              f"({img}) and patch_size ({out['patch_size']}) must be even")
+    out["stem_channels"] = stem
     n = estimated_params(dim, depths, out["extra"].get("mlp_ratio", 4.0))
     if n > MAX_PARAMS:
         raise CheckpointError(f"{source}: model_config embed_dim={dim}, depths={depths} means about {n:.2g} "

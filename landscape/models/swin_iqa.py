@@ -127,8 +127,7 @@ class SwinIQA(nn.Module):
     def __init__(self, config: SwinIQAConfig, backbone: nn.Module):
         super().__init__()
         self.config = config
-        if config.stem_channels:
-            self.stem = conv_stem(config.stem_channels)
+        self.stem = conv_stem(config.stem_channels)     # nn.Identity without a stem: no state-dict keys
         self.backbone = backbone
         width = backbone.num_features
         self.head = nn.Sequential(
@@ -137,9 +136,7 @@ class SwinIQA(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.config.stem_channels:
-            x = self.stem(x)
-        return self.head(self.backbone(x)).squeeze(-1)
+        return self.head(self.backbone(self.stem(x))).squeeze(-1)
 
 
 def _backbone_kwargs(config: SwinIQAConfig) -> dict[str, Any]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-# ``micro`` (trained from scratch on the embedded
-# synthetic data): MSE without the ranking term (a per-example loss, so its Hessian does not couple
-# the images of a batch), lr 2e-3 at the reference batch 32 with 3 warmup epochs and the cosine
-# decay over 15 epochs, 3 crops per image and epoch, no early stop. Measured (README, "Training
+# ``micro`` (trained from scratch on the embedded synthetic data): MSE without the ranking term (a
+# per-example loss, so its Hessian does not couple the images of a batch), lr 2e-3 at the reference
+# batch 32 with 3 warmup epochs and the cosine decay over 15 epochs, 3 crops per image and epoch,
+# no early stop. Measured (README, "Training
 # recipe"): with TrainConfig's defaults (L1 + alpha 0.5, lr 1e-4) the micro model stays near
 # constant prediction (test SRCC about 0.3).
 RECIPES: dict[str, dict[str, Any]] = {
