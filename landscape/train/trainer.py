@@ -116,15 +116,19 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2 ** 31)
 
 
-EVAL_BATCH = 64     # evaluation batch floor (no gradients are kept, so up to 4x the training batch fits)
+EVAL_BATCH = 64     # evaluation batch floor
+EVAL_GROWTH = 16    # at most this many times the training batch
 
 
 def eval_batch(train_batch: int) -> int:
     """Patches per evaluation forward pass: the per-rank training batch ``b``, raised towards
-    :data:`EVAL_BATCH` but to at most ``4 b`` (``max(b, min(EVAL_BATCH, 4 b))``). Evaluation is in
-    eval mode (BatchNorm running statistics), so predictions do not depend on it."""
+    :data:`EVAL_BATCH` but to at most ``16 b`` (``max(b, min(EVAL_BATCH, 16 b))``). A training step
+    at batch ``b`` holds every layer's activations for the backward pass, the gradients and the
+    optimiser state; an evaluation pass under ``inference_mode`` holds about one layer's activations,
+    so ``16 b`` patches fit where ``b`` trained. Evaluation is in eval mode (BatchNorm running
+    statistics), so predictions do not depend on it."""
     b = max(1, int(train_batch))
-    return max(b, min(EVAL_BATCH, 4 * b))
+    return max(b, min(EVAL_BATCH, EVAL_GROWTH * b))
 
 
 def evaluate_sets(model: torch.nn.Module, sets: dict[str, pipeline.EvalSet], cfg: TrainConfig,
