@@ -3,8 +3,9 @@
 Left: test SRCC and the SRCC gap (train - test) against batch size (log2 axis), seed mean ± seed
 std (sample std, ddof = 1; no bar for one seed), every seed as a small dot. Right: each sharpness
 measure's seed-averaged value divided by its value at the smallest batch size (so every curve
-starts at 1; a horizontal line marks 1), the y axis logarithmic when the ratios span more than a
-factor 4. Legends sit above the left panel and to the right of the right panel, off the data.
+starts at 1; a horizontal line marks 1), the y axis logarithmic (ticks at 1, 2, 5 per decade) when
+the positive ratios span more than a factor 4; there a ratio <= 0 (e.g. a negative Hessian trace) is
+left out of its curve and named in its legend entry. Legends sit above the left panel and to the right of the right panel, off the data.
 Draws only: the caller computes the numbers (:func:`landscape.report.answer.headline_data`).
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from landscape.errors import LandscapeError
 from landscape.figures import style as figstyle
@@ -57,18 +58,23 @@ def headline(metrics: Mapping[str, Mapping[int, Sequence[float]]], normalised: M
         _batch_axis(ax, sizes)
         if normalised:
             ax = axes[0][1]
-            ratios = []
+            positive = [y for by_b in normalised.values() for y in by_b.values() if np.isfinite(y) and y > 0]
+            log = bool(positive) and max(positive) / min(positive) > 4
             for i, (name, by_b) in enumerate(normalised.items()):
                 bs = sorted(by_b)
-                ys = [by_b[b] for b in bs]
-                ratios += [y for y in ys if np.isfinite(y) and y > 0]
+                ys = np.array([by_b[b] for b in bs], dtype=float)
+                label = name
+                if log and (ys <= 0).any():   # a ratio <= 0 (e.g. a negative trace) has no place on a log axis
+                    label += f" (≤ 0 at B = {', '.join(f'{b:g}' for b, y in zip(bs, ys) if y <= 0)}: not drawn)"
+                    ys = np.where(ys > 0, ys, np.nan)
                 ax.plot(bs, ys, color=figstyle.PALETTE[i % len(figstyle.PALETTE)],
-                        marker=figstyle.MARKERS[i % len(figstyle.MARKERS)], markersize=3.5, label=name,
+                        marker=figstyle.MARKERS[i % len(figstyle.MARKERS)], markersize=3.5, label=label,
                         linestyle="-" if i < len(figstyle.PALETTE) else "--")
                 sizes.update(float(b) for b in bs)
             ax.axhline(1.0, color="0.6", linewidth=0.6, linestyle=":", zorder=0)
-            if ratios and max(ratios) / min(ratios) > 4:
+            if log:
                 ax.set_yscale("log")
+                ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
                 ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
                 ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_ylabel("measure / its value at the smallest B")

@@ -220,3 +220,20 @@ def test_headline_figure(tmp_path, captured):
     assert list(right.lines[0].get_ydata()) == [1.0, 0.5]
     with pytest.raises(LandscapeError, match="no test SRCC"):
         headline({}, {}, tmp_path / "x")
+
+
+def test_headline_log_axis_leaves_out_ratios_at_or_below_zero(tmp_path, captured):
+    """A negative trace has no place on the log axis: the point is left out of its curve and named in
+    the legend (not drawn as a line to the axis bottom); ticks at 1, 2, 5 per decade."""
+    from landscape.figures.headline import headline
+
+    headline({"test SRCC": {6: [0.9, 0.88], 24: [0.85, 0.86], 96: [0.84, 0.83]}},
+             {"tr(H)": {6: 1.0, 24: -0.8, 96: 0.6}, "λ_max": {6: 1.0, 24: 0.2, 96: 0.3}}, tmp_path / "h")
+    right = captured[-1].axes[1]
+    assert right.get_yscale() == "log"
+    ys = right.lines[0].get_ydata()
+    assert ys[0] == 1.0 and np.isnan(ys[1]) and ys[2] == 0.6
+    labels = [t.get_text() for t in right.get_legend().get_texts()]
+    assert labels == ["tr(H) (≤ 0 at B = 24: not drawn)", "λ_max"]
+    ticks = [t for t in right.get_yticks() if 0.2 <= t <= 1.0]
+    assert np.allclose(ticks, [0.2, 0.5, 1.0])
