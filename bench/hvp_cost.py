@@ -9,6 +9,10 @@ interleaved, best of ``--repeats``:
   (``create_graph=True``, not timed per product) and each product is one extra backward through
   them, ``d (g . v) / d theta``. Its cost is the backward of the backward graph, which holds the
   forward's operations and their derivatives: about 2 backward passes of work.
+- ``kept graph, M vectors per backward`` (``--block M``, ``torch.autograd.grad(...,
+  is_grads_batched=True)``, i.e. vmap over the product's backward): ``H [v_1 .. v_M]`` in one
+  call on the kept graphs, timed per vector (wall / M), the lever block Lanczos would need;
+  its first column is checked against the one-vector product.
 - ``fresh double backward`` (what PyHessian does per product): forward + backward with
   ``create_graph`` + the product's backward, every time.
 - ``forward-over-reverse`` (Pearlmutter's R-operator, ``torch.func.jvp`` of ``torch.func.grad``):
@@ -54,6 +58,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--fd-eps", type=float, default=1e-3)
+    ap.add_argument("--block", type=int, default=4, help="vectors per batched backward (default: 4)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -82,6 +87,17 @@ def main() -> None:
             for t, h in zip(out, torch.autograd.grad(_dot(gb, v), params, retain_graph=True)):
                 t.add_(h, alpha=x.shape[0] / n)
         return out
+
+    others = [torch.randn(args.block - 1, *p.shape, generator=g) for p in params]
+    block = [torch.cat([t[None], o]) for t, o in zip(v, others)]       # column 0 is v
+
+    def kept_graph_block():
+        out = [torch.zeros_like(b) for b in block]
+        for (x, _), gb in zip(batches, kept):
+            hs = torch.autograd.grad(gb, params, grad_outputs=block, retain_graph=True, is_grads_batched=True)
+            for t, h in zip(out, hs):
+                t.add_(h, alpha=x.shape[0] / n)
+        return [t[0] for t in out]
 
     def fresh():
         out = [torch.zeros_like(p) for p in params]
@@ -119,7 +135,9 @@ def main() -> None:
             p.data.copy_(s0)
         return [(a - b) / (2 * eps) for a, b in zip(plus, minus)]
 
-    ways = {"gradient": gradient, "kept graph": kept_graph, "fresh double backward": fresh,
+    block_name = f"kept graph, {args.block} vectors per backward (per vector)"
+    ways = {"gradient": gradient, "kept graph": kept_graph, block_name: kept_graph_block,
+            "fresh double backward": fresh,
             "forward-over-reverse": forward_over_reverse, "finite difference": finite_difference}
     best: dict[str, tuple[float, float]] = {}
     results: dict[str, list[torch.Tensor]] = {}
@@ -145,6 +163,8 @@ def main() -> None:
             report["ways"][name] = {"unsupported": failed[name]}
             continue
         w, cpu = best[name]
+        if name == block_name:
+            w, cpu = w / args.block, cpu / args.block
         row = {"wall_s": round(w, 4), "cpu_s": round(cpu, 4), "gradients": round(w / g_wall, 3),
                "gradients_cpu": round(cpu / g_cpu, 3)}
         if name != "gradient":
