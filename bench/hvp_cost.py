@@ -13,6 +13,10 @@ interleaved, best of ``--repeats``:
   is_grads_batched=True)``, i.e. vmap over the product's backward): ``H [v_1 .. v_M]`` in one
   call on the kept graphs, timed per vector (wall / M), the lever block Lanczos would need;
   its first column is checked against the one-vector product.
+- ``compiled reverse-over-reverse`` (``--compile``): ``torch.compile`` of
+  ``torch.func.vjp(torch.func.grad(loss))`` per batch (torch.compile cannot compile a
+  ``create_graph`` double backward, so the functional form is the one it takes); the
+  compile time is printed apart, the product is timed warm.
 - ``fresh double backward`` (what PyHessian does per product): forward + backward with
   ``create_graph`` + the product's backward, every time.
 - ``forward-over-reverse`` (Pearlmutter's R-operator, ``torch.func.jvp`` of ``torch.func.grad``):
@@ -58,6 +62,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--fd-eps", type=float, default=1e-3)
+    ap.add_argument("--compile", action="store_true", help="also time the compiled functional product (minutes)")
     ap.add_argument("--block", type=int, default=4, help="vectors per batched backward (default: 4)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -136,7 +141,32 @@ def main() -> None:
         return [(a - b) / (2 * eps) for a, b in zip(plus, minus)]
 
     block_name = f"kept graph, {args.block} vectors per backward (per vector)"
+    buffers = dict(model.named_buffers())
+
+    def functional_hvp(th, tan, x, y):
+        from torch.func import functional_call, grad, vjp
+
+        def loss(t):
+            return crit(functional_call(model, (t, buffers), (x,)), y)
+        return vjp(grad(loss), th)[1](tan)[0]
+
+    compiled_hvp = torch.compile(functional_hvp)
+
+    def compiled():
+        out = {k: torch.zeros_like(t) for k, t in theta.items()}
+        for x, y in batches:
+            h = compiled_hvp(theta, tangent, x, y)
+            out = {k: out[k] + h[k] * (x.shape[0] / n) for k in out}
+        return [out[k] for k in names]
+
+    compile_s = None
+    if args.compile:
+        with Clock() as first:
+            compiled()
+        compile_s = round(first.wall, 1)
+
     ways = {"gradient": gradient, "kept graph": kept_graph, block_name: kept_graph_block,
+            **({"compiled reverse-over-reverse": compiled} if args.compile else {}),
             "fresh double backward": fresh,
             "forward-over-reverse": forward_over_reverse, "finite difference": finite_difference}
     best: dict[str, tuple[float, float]] = {}
@@ -157,7 +187,7 @@ def main() -> None:
     ref = results["kept graph"]
     g_wall, g_cpu = best["gradient"]
     report = {"model": args.model, "samples": args.samples, "batch_size": args.batch_size,
-              "kept_graph_build_s": round(build.wall, 3), "machine": machine(), "ways": {}}
+              "kept_graph_build_s": round(build.wall, 3), "compile_and_first_product_s": compile_s, "machine": machine(), "ways": {}}
     for name in ways:
         if name in failed:
             report["ways"][name] = {"unsupported": failed[name]}
