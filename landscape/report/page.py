@@ -34,10 +34,11 @@ WIDE_FIGURE_PX = 1000
 WIDE = ("headline", "training_curves", "surfaces", "vs_batch_size")
 
 CAPTIONS = {
-    "headline": "What changes with batch size. Left: test SRCC and the SRCC gap (train − test), mean ± std over "
-                "seeds, each seed a dot. Right: each sharpness measure's seed mean divided by its value at the "
-                "smallest batch size (1 = unchanged; a measure whose smallest-batch value is not positive "
-                "cannot be normalised and is left out).",
+    "headline": "What changes with batch size. Left: test SRCC (top) and the SRCC gap (train − test, bottom), "
+                "each on its own scale, mean ± std over seeds, each seed a dot. Right: each sharpness measure's "
+                "seed mean divided by its value at the smallest batch size (1 = unchanged; a measure whose "
+                "smallest-batch value is not positive cannot be normalised and is left out; on a log axis a "
+                "ratio at or below zero is named in the legend and not drawn).",
     "vs_batch_size": "Test SRCC, the SRCC gap and {main} against batch size: mean ± std over seeds, seeds as dots.",
     "spectral_density": "Hessian eigenvalue density (stochastic Lanczos quadrature) of the first seed at each batch "
                         "size; a wider right tail is a sharper minimum.",

@@ -215,8 +215,10 @@ def test_headline_figure(tmp_path, captured):
     paths = headline({"test SRCC": {8: [0.8, 0.82], 64: [0.7, 0.72]}, "SRCC gap": {8: [0.05, 0.06], 64: [0.1, 0.12]}},
                      {"λ_max": {8: 1.0, 64: 0.5}}, tmp_path / "h")
     _check_written(paths, tmp_path / "h")
-    left, right = captured[-1].axes
-    assert left.get_xscale() == "log" and right.get_ylabel() == "measure / its value at the smallest B"
+    srcc, gap, right = captured[-1].axes       # one left panel per metric, each on its own y scale
+    assert [srcc.get_ylabel(), gap.get_ylabel()] == ["test SRCC", "SRCC gap"]
+    assert srcc.get_xscale() == "log" and right.get_ylabel() == "measure / its value at the smallest B"
+    assert srcc.get_ylim()[0] > 0.6 and gap.get_ylim()[1] < 0.2      # neither flattened by the other's range
     assert list(right.lines[0].get_ydata()) == [1.0, 0.5]
     with pytest.raises(LandscapeError, match="no test SRCC"):
         headline({}, {}, tmp_path / "x")
@@ -229,7 +231,7 @@ def test_headline_log_axis_leaves_out_ratios_at_or_below_zero(tmp_path, captured
 
     headline({"test SRCC": {6: [0.9, 0.88], 24: [0.85, 0.86], 96: [0.84, 0.83]}},
              {"tr(H)": {6: 1.0, 24: -0.8, 96: 0.6}, "λ_max": {6: 1.0, 24: 0.2, 96: 0.3}}, tmp_path / "h")
-    right = captured[-1].axes[1]
+    right = captured[-1].axes[-1]
     assert right.get_yscale() == "log"
     ys = right.lines[0].get_ydata()
     assert ys[0] == 1.0 and np.isnan(ys[1]) and ys[2] == 0.6
