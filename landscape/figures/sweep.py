@@ -158,7 +158,8 @@ def spectral_densities(curves: Mapping[int, tuple[Sequence[float], Sequence[floa
     """One density curve per batch size from ``{batch size: (grid, density)}``.
 
     With ``logy`` the non-positive density values are left out (log scale) and the
-    y axis stops ``floor_ratio`` times below the highest density.
+    y axis stops ``floor_ratio`` times below the highest density and 5% of that range (in
+    decades) above it.
     """
     _nonempty(curves, "curves")
     colors = figstyle.batch_size_colors(curves)
@@ -180,7 +181,9 @@ def spectral_densities(curves: Mapping[int, tuple[Sequence[float], Sequence[floa
             ax.set_yscale("log")
             if peak > 0:  # keep at most floor_ratio decades below the highest peak
                 bottom = max(ax.get_ylim()[0], peak * floor_ratio)
-                ax.set_ylim(bottom=bottom)
+                # top from the kept range, not the autoscale: its 5% log margin over values down to
+                # 1e-300 would put the top 15 decades above the peak
+                ax.set_ylim(bottom, peak * (peak / bottom) ** 0.05)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.legend(loc="best")

@@ -239,3 +239,15 @@ def test_headline_log_axis_leaves_out_ratios_at_or_below_zero(tmp_path, captured
     assert labels == ["tr(H) (≤ 0 at B = 24: not drawn)", "λ_max"]
     ticks = [t for t in right.get_yticks() if 0.2 <= t <= 1.0]
     assert np.allclose(ticks, [0.2, 0.5, 1.0])
+
+
+def test_spectral_density_log_axis_ends_near_the_peak(tmp_path, captured):
+    """Gaussian-broadened densities reach 1e-300 in their tails: the y axis spans the kept 12 decades
+    below the peak and 5% of them above it, not the autoscale's 5% of 300 decades (a top at 1e15)."""
+    grid = np.linspace(-5, 120, 400)
+    dens = np.exp(-0.5 * (grid / 0.05) ** 2) + 1e-6 * np.exp(-0.5 * ((grid - 100) / 2) ** 2)
+    assert dens.min() < 1e-280
+    rf.spectral_densities({6: (grid, dens)}, tmp_path / "esd")
+    bottom, top = captured[-1].axes[0].get_ylim()
+    peak = dens.max()
+    assert np.isclose(bottom, peak * 1e-12) and np.isclose(top, peak * 10 ** 0.6)
