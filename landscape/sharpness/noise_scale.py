@@ -15,7 +15,7 @@ Two-batch-size estimate: per repetition r, batches of ``b_small`` and
 are unbiased. ``b_simple = mean_r S_est / mean_r |G|^2_est`` (ratio of means,
 which replaces the EMA of a training run); its spread is a percentile bootstrap
 over repetitions (``b_simple_se`` = bootstrap std, ``b_simple_ci`` at level
-``ci``). ``g2_se``/``trace_sigma_se`` are the standard errors of the two means.
+``ci``, its ends clipped at 0 since B_simple >= 0: :func:`ratio_bootstrap`). ``g2_se``/``trace_sigma_se`` are the standard errors of the two means.
 
 Assumes the batch loss is the mean of per-example losses (``criterion`` with
 mean reduction). For losses with pairwise terms (a ranking loss) the batch
@@ -102,6 +102,25 @@ def noise_estimators(g2_small: np.ndarray, g2_big: np.ndarray, b_small: int, b_b
     return g2, s
 
 
+def ratio_bootstrap(s_est: np.ndarray, g2_est: np.ndarray, *, n_boot: int, ci: float,
+                    seed: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """Percentile bootstrap over repetitions of ``mean(s_est) / mean(g2_est)``: the finite
+    resampled ratios and the interval at level ``ci``, its ends clipped at 0. B_simple =
+    tr(Sigma) / |G|^2 cannot be negative, but the unbiased per-repeat differences can be, so an
+    unresolved noise scale would otherwise get an interval reaching below zero; clipped, its lower
+    end reads 0 ("not resolved from zero"). The point estimate is left as measured."""
+    rng = np.random.default_rng(seed_stream(seed, 9))
+    n = len(s_est)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot = s_est[idx].mean(axis=1) / g2_est[idx].mean(axis=1)
+    boot = boot[np.isfinite(boot)]
+    if not boot.size:
+        return boot, (float("nan"), float("nan"))
+    lo, hi = np.quantile(boot, [(1 - ci) / 2, (1 + ci) / 2])
+    return boot, (max(float(lo), 0.0), max(float(hi), 0.0))
+
+
 def gradient_noise_scale(model: nn.Module, criterion: Criterion, batches: Iterable[Batch], b_small: int, b_big: int,
                          n_repeats: int = 20, seed: int = 0, *, train: bool = False, chunk_size: int | None = None,
                          n_boot: int = 2000, ci: float = 0.95) -> NoiseScaleResult:
@@ -140,12 +159,7 @@ def gradient_noise_scale(model: nn.Module, criterion: Criterion, batches: Iterab
     g2_est, s_est = noise_estimators(g2_small, g2_big, b_small, b_big)
     g2, g2_se = mean_se(g2_est)
     tr, tr_se = mean_se(s_est)
-    rng = np.random.default_rng(seed_stream(seed, 9))
-    idx = rng.integers(0, n_repeats, size=(n_boot, n_repeats))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        boot = s_est[idx].mean(axis=1) / g2_est[idx].mean(axis=1)
-    boot = boot[np.isfinite(boot)]
-    lo, hi = (np.quantile(boot, [(1 - ci) / 2, (1 + ci) / 2]) if boot.size else (np.nan, np.nan))
+    boot, (lo, hi) = ratio_bootstrap(s_est, g2_est, n_boot=n_boot, ci=ci, seed=seed)
     return NoiseScaleResult(
         b_simple=float(tr / g2) if g2 != 0 else float("nan"),
         b_simple_se=float(boot.std(ddof=1)) if boot.size > 1 else float("nan"), b_simple_ci=[float(lo), float(hi)],

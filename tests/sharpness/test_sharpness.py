@@ -635,3 +635,21 @@ def test_bootstrap_interval_at_small_n_is_not_estimated():
     assert "[n/a (n < 5)]" in four.tau_text()
     six = rank_correlation([1.0, 2.0, 3.0, 4.0, 6.0, 5.0], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], n_boot=500)
     assert six.n_boot_used > 0 and ci_text(six.tau_ci, six.n) == f"{six.tau_ci[0]:+.2f}, {six.tau_ci[1]:+.2f}"
+
+
+def test_noise_scale_interval_is_clipped_at_zero():
+    """B_simple >= 0, but per-repeat unbiased differences can be negative: an unresolved noise scale gets
+    an interval whose lower end reads 0, not a negative batch size; a resolved one is the plain
+    percentile bootstrap (checked against numpy on the same resamples)."""
+    from landscape.sharpness.noise_scale import ratio_bootstrap
+    from landscape.sharpness.objective import seed_stream
+
+    g2 = np.ones(6)
+    unresolved = np.array([-1.0, 0.5, -0.2, 0.3, -0.6, 0.4])
+    boot, (lo, hi) = ratio_bootstrap(unresolved, g2, n_boot=500, ci=0.95, seed=0)
+    assert np.quantile(boot, 0.025) < 0 and lo == 0.0 and hi == pytest.approx(np.quantile(boot, 0.975)) and hi > 0
+    resolved = np.array([20.0, 24.0, 22.0, 26.0, 21.0, 25.0])
+    boot, (lo, hi) = ratio_bootstrap(resolved, g2, n_boot=500, ci=0.9, seed=3)
+    idx = np.random.default_rng(seed_stream(3, 9)).integers(0, 6, size=(500, 6))
+    ref = resolved[idx].mean(axis=1)
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(ref, [0.05, 0.95])))
