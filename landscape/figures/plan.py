@@ -7,10 +7,11 @@ memory model ``fixed + per_sample * B`` of direct steps, the memory limit (horiz
 and the largest fitting batch (vertical); a limit or largest batch far off the measured
 range (more than ``OFF_SCALE`` times) is named in the legend instead of stretching the
 axes. Both panels mark B_simple (dash-dot line, its confidence interval shaded, clipped to
-the axis: a lower bound <= 0 cannot be drawn on a log axis, and the legend says "clipped"). The x
+the axis: a lower bound <= 0 cannot be drawn on a log axis, and the legend says "clipped", or
+"not shaded" when the interval lies off the axis; legends above their panels). The x
 axis is log2 with the candidate sizes as ticks and spans the batch sizes (never stretched to a
 B_simple outside them, which the legend names instead); the time axis is logarithmic when the
-times span more than a factor 5. Legends sit to the right of each panel. Paper style of
+times span more than a factor 5. Paper style of
 :mod:`landscape.figures.style`.
 """
 from __future__ import annotations
@@ -92,7 +93,7 @@ def plan_figure(result: Any, out_stem: str | Path) -> list[Path]:
                             xytext=(3, 3), fontsize=figstyle.SMALL_FONT_SIZE - 1)
 
     with figstyle.paper_style():
-        fig, (ax_t, ax_m) = figstyle.new_figure(2, 0.62, nrows=2, sharex=True)
+        fig, (ax_t, ax_m) = figstyle.new_figure(2, 0.8, nrows=2, sharex=True)
         errorbars(ax_t, fit, ok["blue"], "o", "fits", True, "epoch_time_s")
         errorbars(ax_t, acc, ok["vermillion"], "s", "accumulation (micro x K)", False, "epoch_time_s")
         ax_t.set_ylabel(f"epoch time ({t_unit})")
@@ -128,8 +129,7 @@ def plan_figure(result: Any, out_stem: str | Path) -> list[Path]:
             has_ci = _finite(lo) and _finite(hi) and hi > lo
             text = f"B_simple ≈ {b_simple:.3g}"
             if has_ci:
-                text += f", 95% CI [{lo:.3g}, {hi:.3g}]" + (" shaded, clipped at the axis" if lo <= lo_x or hi >= hi_x
-                                                          else " shaded")
+                text += f", 95% CI [{lo:.3g}, {hi:.3g}]" + figstyle.interval_note(lo, hi, lo_x, hi_x)
             inside = lo_x <= b_simple <= hi_x
             if not inside:
                 text += f": {'below' if b_simple < lo_x else 'above'} the batch sizes shown"
@@ -148,5 +148,7 @@ def plan_figure(result: Any, out_stem: str | Path) -> list[Path]:
             ax.xaxis.set_minor_locator(NullLocator())
             ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
             ax.grid(True, which="major")
-            ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), handletextpad=0.4)
+            # above its panel, left-aligned, two columns: off the data, and the panels keep the width
+            ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=2, borderaxespad=0.0, handletextpad=0.4,
+                      columnspacing=1.2)
         return figstyle.save_figure(fig, out_stem)

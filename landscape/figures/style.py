@@ -173,3 +173,12 @@ def save_figure(fig: Figure, path_stem: str | Path, formats: Sequence[str] = FOR
             fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
         out.append(path)
     return out
+
+
+def interval_note(lo: float, hi: float, lo_x: float, hi_x: float) -> str:
+    """Legend note for an interval ``[lo, hi]`` shaded on an x axis spanning ``[lo_x, hi_x]``:
+    " (shaded)", " (shaded, clipped at the axis)" when it reaches past an end, or
+    " (outside the axis, not shaded)" when no part of it lies on the axis."""
+    if hi <= lo_x or lo >= hi_x:
+        return " (outside the axis, not shaded)"
+    return " (shaded, clipped at the axis)" if lo < lo_x or hi > hi_x else " (shaded)"
