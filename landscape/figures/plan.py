@@ -129,13 +129,11 @@ def plan_figure(result: Any, out_stem: str | Path) -> list[Path]:
             has_ci = _finite(lo) and _finite(hi) and hi > lo
             text = f"B_simple ≈ {b_simple:.3g}"
             if has_ci:
-                text += f", 95% CI [{lo:.3g}, {hi:.3g}]" + figstyle.interval_note(lo, hi, lo_x, hi_x)
+                text += f", 95% CI [{lo:.3g}, {hi:.3g}]" + figstyle.shade_interval((ax_t, ax_m), lo, hi, lo_x, hi_x)
             inside = lo_x <= b_simple <= hi_x
             if not inside:
                 text += f": {'below' if b_simple < lo_x else 'above'} the batch sizes shown"
             for ax in (ax_t, ax_m):
-                if has_ci and hi > lo_x and lo < hi_x:
-                    ax.axvspan(max(lo, lo_x), min(hi, hi_x), color="0.88", zorder=0, linewidth=0)
                 if inside:
                     ax.axvline(b_simple, color=ok["black"], linestyle="-.", linewidth=0.9,
                                label=text if ax is ax_t else None)

@@ -175,10 +175,13 @@ def save_figure(fig: Figure, path_stem: str | Path, formats: Sequence[str] = FOR
     return out
 
 
-def interval_note(lo: float, hi: float, lo_x: float, hi_x: float) -> str:
-    """Legend note for an interval ``[lo, hi]`` shaded on an x axis spanning ``[lo_x, hi_x]``:
+def shade_interval(axes: Iterable, lo: float, hi: float, lo_x: float, hi_x: float) -> str:
+    """Shade ``[lo, hi]`` (grey, behind the data) on each of ``axes``, whose x axis spans
+    ``[lo_x, hi_x]``, clipped to that span; returns the legend note that says how it was drawn:
     " (shaded)", " (shaded, clipped at the axis)" when it reaches past an end, or
     " (outside the axis, not shaded)" when no part of it lies on the axis."""
     if hi <= lo_x or lo >= hi_x:
         return " (outside the axis, not shaded)"
+    for ax in axes:
+        ax.axvspan(max(lo, lo_x), min(hi, hi_x), color="0.88", zorder=0, linewidth=0)
     return " (shaded, clipped at the axis)" if lo < lo_x or hi > hi_x else " (shaded)"

@@ -127,9 +127,7 @@ def throughput_memory(batch_sizes: Sequence[int], samples_per_s: Sequence[float]
                 if b_simple_err is not None and np.isfinite(b_simple_err) and b_simple_err > 0 else (None, None))
             text = f"B_simple ≈ {b_simple:.3g}"
             if lo is not None and np.isfinite(lo) and np.isfinite(hi) and hi > lo:
-                text += f", 95% CI [{lo:.3g}, {hi:.3g}]" + figstyle.interval_note(lo, hi, lo_x, hi_x)
-                if hi > lo_x and lo < hi_x:
-                    ax.axvspan(max(lo, lo_x), min(hi, hi_x), color="0.88", zorder=0, linewidth=0)
+                text += f", 95% CI [{lo:.3g}, {hi:.3g}]" + figstyle.shade_interval([ax], lo, hi, lo_x, hi_x)
             if lo_x <= b_simple <= hi_x:
                 h.append(ax.axvline(b_simple, color="black", linestyle="-.", linewidth=1.0, label=text))
             else:

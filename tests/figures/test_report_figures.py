@@ -177,11 +177,15 @@ def test_log_axis_starts_at_the_data_and_b_simple_clipped(tmp_path, captured):
     assert ax.get_xlim() == pytest.approx((16 / 1.25, 128 * 1.25))
     labels = [t.get_text() for t in captured[-1].legends[0].get_texts()]
     assert "B_simple ≈ 0.77, 95% CI [-0.3, 2] (outside the axis, not shaded): below the batch sizes shown" in labels
-    assert figstyle.interval_note(10.0, 20.0, 12.8, 160.0) == " (shaded, clipped at the axis)"
-    assert figstyle.interval_note(20.0, 40.0, 12.8, 160.0) == " (shaded)"
+    assert not captured[-1].axes[0].patches                            # nothing of it lies on the axis
     rf.throughput_memory(SIZES, [1, 2, 3, 4], [1, 2, 3, 4], tmp_path / "t", b_simple=24.0, b_simple_ci=(10.0, 30.0))
     labels = [t.get_text() for t in captured[-1].legends[0].get_texts()]
     assert "B_simple ≈ 24, 95% CI [10, 30] (shaded, clipped at the axis)" in labels
+    (span,) = captured[-1].axes[0].patches
+    assert span.get_x() == pytest.approx(16 / 1.25) and span.get_x() + span.get_width() == pytest.approx(30.0)
+    fig = Figure()
+    ax = fig.subplots()
+    assert figstyle.shade_interval([ax], 20.0, 40.0, 12.8, 160.0) == " (shaded)" and len(ax.patches) == 1
 
 
 def test_measure_vs_gap_legend_and_tau_off_the_data(tmp_path, captured):
