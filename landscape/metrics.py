@@ -1,6 +1,11 @@
 """IQA agreement metrics on per-image scores.
 
 SRCC = Spearman rho, KRCC = Kendall tau-b, PLCC = Pearson r (scipy's definitions).
+PLCC is ``r = sum(a_i b_i) / sqrt(sum a_i^2 sum b_i^2)`` on the centred values, computed
+directly in numpy (scipy's ``pearsonr``/``spearmanr`` cost about 1 ms each in argument
+handling, a tenth of a 16-image loss-surface cell); SRCC is that r on the average ranks
+(ties share their mean rank, as in ``scipy.stats.spearmanr``). Both agree with scipy to
+1e-12 (``tests/test_metrics.py``).
 ``plcc_logistic4`` fits the VQEG 4-parameter logistic
 ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / b4)) + b2`` to map predictions onto the
 score scale, then reports Pearson r between f(pred) and the scores; if the fit
@@ -31,20 +36,42 @@ def _safe(value: float) -> float:
     return float(value) if np.isfinite(value) else float("nan")
 
 
+def _pearson(p: np.ndarray, t: np.ndarray) -> float:
+    """Pearson r of two float64 vectors; NaN if either is constant or not finite."""
+    if not (np.isfinite(p).all() and np.isfinite(t).all()) or np.ptp(p) == 0 or np.ptp(t) == 0:
+        return float("nan")
+    a, b = p - p.mean(), t - t.mean()
+    den = np.sqrt(np.dot(a, a) * np.dot(b, b))
+    if not den > 0:
+        return float("nan")
+    return _safe(min(1.0, max(-1.0, float(np.dot(a, b) / den))))
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``x``, ties sharing their mean rank (``scipy.stats.rankdata(x)``, 5x faster on
+    small vectors)."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    bounds = np.flatnonzero(np.concatenate(([True], xs[1:] != xs[:-1], [True])))
+    counts = np.diff(bounds)
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = np.repeat(bounds[:-1] + (counts + 1) / 2.0, counts)
+    return ranks
+
+
 def srcc(pred, target) -> float:
-    """Spearman rank correlation (NaN if either side is constant)."""
+    """Spearman rank correlation: Pearson r of the average ranks (NaN if either side is constant
+    or holds a NaN; infinities are ranked, as in scipy)."""
     p, t = _pair(pred, target)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _safe(stats.spearmanr(p, t).statistic)
+    if np.isnan(p).any() or np.isnan(t).any():
+        return float("nan")
+    return _pearson(average_ranks(p), average_ranks(t))
 
 
 def plcc(pred, target) -> float:
     """Pearson linear correlation of raw predictions (NaN if either side is constant)."""
     p, t = _pair(pred, target)
-    if np.ptp(p) == 0 or np.ptp(t) == 0:
-        return float("nan")
-    return _safe(stats.pearsonr(p, t).statistic)
+    return _pearson(p, t)
 
 
 def krcc(pred, target) -> float:

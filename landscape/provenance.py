@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import platform
@@ -29,14 +30,20 @@ KEY_SPEC = 2
 
 
 def versions() -> dict[str, str]:
-    """Python and key package versions (``"absent"`` when not installed)."""
-    out = {"python": platform.python_version()}
+    """Python and key package versions (``"absent"`` when not installed); a fresh dict each call."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
+    # read once per process: the package metadata lookups cost ~20 ms, paid by every result file
+    out = [("python", platform.python_version())]
     for name in _PACKAGES:
         try:
-            out[name] = metadata.version(name)
+            out.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
+            out.append((name, "absent"))
+    return tuple(out)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -43,3 +43,37 @@ def test_bad_input():
     with pytest.raises(LandscapeError):
         metrics.srcc([1], [1])
     assert np.isnan(metrics.plcc([1, 1, 1], [1, 2, 3]))
+
+
+def test_numpy_correlations_equal_scipy_on_small_tied_constant_and_nan_inputs():
+    """The numpy SRCC/PLCC (no scipy call per surface cell) give scipy's values, NaN included."""
+    import warnings
+    rng = np.random.default_rng(7)
+    cases = []
+    for n in (2, 3, 5, 16, 50):
+        for _ in range(20):
+            y = rng.normal(size=n)
+            p = rng.normal(size=n) + y
+            cases.append((p, y))
+            cases.append((np.round(p, 0), np.round(y, 1)))        # ties on both sides
+    cases += [(np.ones(5), np.arange(5.0)), (np.arange(5.0), np.full(5, 2.0)),
+              (np.array([1.0, np.nan, 3.0]), np.array([1.0, 2.0, 3.0])),
+              (np.array([1.0, np.inf, 3.0]), np.array([1.0, 2.0, 3.0])),
+              (np.array([3.0, 2.0, 1.0]), np.array([1.0, 2.0, 3.0]))]
+    for p, y in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref_s, ref_p = stats.spearmanr(p, y).statistic, stats.pearsonr(p, y).statistic
+        for ours, ref in ((metrics.srcc(p, y), ref_s), (metrics.plcc(p, y), ref_p)):
+            if np.isfinite(ref):
+                assert ours == pytest.approx(ref, abs=1e-12), (p, y)
+            else:
+                assert np.isnan(ours), (p, y)
+    assert metrics.srcc([3.0, 2.0, 1.0], [1.0, 2.0, 3.0]) == -1.0
+
+
+def test_average_ranks_equal_scipy_rankdata():
+    rng = np.random.default_rng(2)
+    for x in (rng.normal(size=30), np.round(rng.normal(size=40)), np.array([np.inf, 1.0, np.inf, -np.inf]),
+              np.array([2.0]), np.zeros(4)):
+        assert np.array_equal(metrics.average_ranks(x), stats.rankdata(x))
