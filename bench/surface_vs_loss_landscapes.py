@@ -19,7 +19,9 @@ Same model, same data, same batching and same grid (``grid x grid`` cells) for:
 - ``loss-landscapes``: ``random_plane(..., normalization='layer')`` (its filter mode raises
   ZeroDivisionError on timm Swin), which evaluates only the loss.
 
-Rounds (``--repeats``) alternate the four methods and the median time of each is reported,
+Rounds (``--repeats``) alternate the four methods, in an order rotated by one each round (this
+machine's speed drifts by 20-50% within minutes, so a fixed order would favour one slot), and
+the median time of each is reported,
 with the min-max range, so that load from other processes on a shared machine shows up as
 spread rather than as a bias against one method. Ratios are cells/s of ours over cells/s of
 the other method in the same run. Targets (issue 19): ours / loss-landscapes >= 1.2 on 11x11
@@ -100,7 +102,7 @@ def run_grid(model, criterion, batches, grid, device, repeats, methods) -> dict:
     times: dict[str, list[float]] = {m: [] for m in methods}
     forward: dict[str, dict] = {}
     for r in range(repeats):
-        for m in methods:
+        for m in methods[r % len(methods):] + methods[:r % len(methods)]:   # rotated: no fixed slot
             if m == "limit":
                 t = time_limit(model, batches, n_cells, device)
             elif m == "loss-landscapes":

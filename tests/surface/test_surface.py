@@ -557,3 +557,39 @@ def test_interpolation_nonfinite_cells_flagged_in_file_output_and_figure(tmp_pat
     assert len(marks) == 1 and marks[0].get_color() == "red" and list(marks[0].get_xdata()) == bad
     clean = interpolate(bn_net(), sa, _bn_states()[1], mse, sets, tmp_path, "-1:2:7")
     assert nonfinite_warning(clean) is None
+
+
+def test_in_place_swap_equals_functional_call_and_restores_on_error(tmp_path):
+    """The eager cells write the perturbed weights into the model and restore them: the outputs
+    are bit-identical to ``functional_call`` at those weights, and the model is bit-identical
+    afterwards, also when the forward pass raises half-way."""
+    from torch.func import functional_call
+
+    from landscape.params import TensorSwap
+    from landscape.surface.evaluate import Evaluator
+
+    model = tiny_swin().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 3, 32, 32, generator=g)
+    y = torch.rand(5, 1, generator=g)
+    values = {n: p.detach() + 0.05 * torch.randn(p.shape, generator=g) for n, p in model.named_parameters()}
+    ev = Evaluator(model, nn.MSELoss(), {"train": [(x, y)]}, compile="off")
+    row = ev(values)
+    assert ev._swap is not None                       # the in-place path ran, not functional_call
+    with torch.no_grad():
+        ref = functional_call(model, values, (x,))
+    assert row["train_loss"] == float(nn.MSELoss()(ref, y).double())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # an error inside the swapped forward: weights restored bit-for-bit
+    swap = TensorSwap(model, list(values))
+    with pytest.raises(RuntimeError, match="boom"):
+        with swap.holding(values.values()):
+            assert torch.equal(model.head.fc.weight, values["head.fc.weight"])
+            raise RuntimeError("boom")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # names the model lacks, or other shapes: the evaluator keeps functional_call
+    assert not TensorSwap.supports(model, {"nope": torch.zeros(1)})
+    assert not TensorSwap.supports(model, {"head.fc.bias": torch.zeros(2)})
+    with pytest.raises(LandscapeError, match="no parameter or buffer named 'nope'"):
+        TensorSwap(model, ["nope"])
