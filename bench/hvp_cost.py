@@ -27,7 +27,20 @@ interleaved, best of ``--repeats``:
   step ``h = --fd-eps`` along the unit ``v``: exactly 2 gradients, with an error
   ``O(h^2 |d^3 L|)`` plus round-off ``O(eps_mach |g| / h)``, printed against the kept-graph product.
 
+- ``--breakdown``: where the floor is. For the gradient and the kept-graph product, the
+  matrix-product FLOPs (``torch.utils.flop_counter.FlopCounterMode``: mm, bmm, addmm,
+  convolutions) and, from one ``torch.profiler`` run of each, the self CPU time of the
+  matrix products against everything else (elementwise maps, reductions, copies, the
+  autograd engine's own accumulation). Reverse-over-reverse differentiates the backward
+  graph: each forward product ``Y = X W`` has two products in the backward
+  (``dX = dY W^T``, ``dW = X^T dY``), each of which costs two in the product's backward,
+  and the forward's own two come on top: 6 products against the gradient's 3 (forward and
+  backward), so **2.0 gradients is the floor in matrix-product FLOPs**; what the measured
+  ratio has above 2.0 comes from the elementwise second derivatives (softmax, LayerNorm,
+  GELU, the MSE), which the breakdown shows by operation.
+
     python bench/hvp_cost.py                       # micro Swin, 256 samples in batches of 64, 2 threads
+    python bench/hvp_cost.py --breakdown           # ... and the FLOP / time breakdown
 
 Prints one JSON object: seconds per way (wall and CPU), the ratio to one gradient, the relative
 error of each product against the kept-graph one, the machine and torch version.
@@ -54,6 +67,55 @@ def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return num / max(sum(float((y ** 2).sum()) for y in b) ** 0.5, 1e-300)
 
 
+def is_matrix_op(name: str) -> bool:
+    """Matrix products and convolutions (``aten::mm``, ``bmm``, ``addmm``, ``baddbmm``,
+    ``mkldnn_convolution``, ``_convolution``, ``convolution_backward``, ...)."""
+    op = name.split("::", 1)[-1]
+    return "mm" in op or "conv" in op
+
+
+def breakdown(fns: dict, gradient_name: str = "gradient", top: int = 8) -> dict:
+    """Matrix-product FLOPs and profiled self CPU time by operation class for each of ``fns``.
+
+    FLOPs are ``FlopCounterMode``'s (2 per multiply-add, matrix products and convolutions
+    only). Times are one profiled call each (the profiler adds its own overhead, so the
+    shares and the ratios to the gradient count, not the absolute milliseconds).
+    """
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out: dict = {}
+    for name, fn in fns.items():
+        fn()                                                    # warm
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with Clock() as c:
+                fn()
+        matrix_us, other_us, ops = 0.0, 0.0, {}
+        for e in prof.key_averages():
+            if not e.key.startswith("aten::"):
+                continue
+            if is_matrix_op(e.key):
+                matrix_us += e.self_cpu_time_total
+            else:
+                other_us += e.self_cpu_time_total
+                ops[e.key] = ops.get(e.key, 0.0) + e.self_cpu_time_total
+        out[name] = {"matrix_gflop": counter.get_total_flops() / 1e9, "matrix_ms": matrix_us / 1e3,
+                     "other_ms": other_us / 1e3, "profiled_wall_ms": c.wall * 1e3,
+                     "other_ops_ms": {k: round(v / 1e3, 1) for k, v in
+                                      sorted(ops.items(), key=lambda kv: -kv[1])[:top]}}
+    g = out[gradient_name]
+    for row in out.values():
+        row["matrix_gflop_in_gradients"] = round(row["matrix_gflop"] / g["matrix_gflop"], 3)
+        row["matrix_ms_in_gradients"] = round(row["matrix_ms"] / g["matrix_ms"], 3)
+        row["other_ms_in_gradients"] = round(row["other_ms"] / g["other_ms"], 3)
+        row["other_share"] = round(row["other_ms"] / (row["matrix_ms"] + row["other_ms"]), 3)
+        for k in ("matrix_gflop", "matrix_ms", "other_ms", "profiled_wall_ms"):
+            row[k] = round(row[k], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="micro")
@@ -64,6 +126,7 @@ def main() -> None:
     ap.add_argument("--fd-eps", type=float, default=1e-3)
     ap.add_argument("--compile", action="store_true", help="also time the compiled functional product (minutes)")
     ap.add_argument("--block", type=int, default=4, help="vectors per batched backward (default: 4)")
+    ap.add_argument("--breakdown", action="store_true", help="also the matrix-product FLOP / time breakdown")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -85,6 +148,11 @@ def main() -> None:
 
     def gradient():
         return full_gradient(model, crit, batches)
+
+    def forward():
+        with torch.no_grad():
+            for x, _ in batches:
+                model(x)
 
     def kept_graph():
         out = [torch.zeros_like(p) for p in params]
@@ -200,6 +268,8 @@ def main() -> None:
         if name != "gradient":
             row["rel_error_vs_kept_graph"] = float(f"{_rel(results[name], ref):.3g}")
         report["ways"][name] = row
+    if args.breakdown:
+        report["breakdown"] = breakdown({"forward": forward, "gradient": gradient, "kept graph": kept_graph})
     print(json.dumps(report, indent=1))
 
 
