@@ -52,7 +52,7 @@ def analyze_hessian_cmd(
     which: Which = typer.Option(Which.LA, help="LA: largest algebraic, SA: smallest algebraic, LM: largest magnitude."),
     tol: float = typer.Option(1e-3, help="Convergence: residual ||Hv - λv|| <= tol |λ|."),
     start: Start = typer.Option(Start.auto, help="Lanczos start: output (mean-output gradient J^T1/N + 10% noise), "
-                              "gradient (loss gradient + noise), random; auto = output for LA/LM, random for SA."),
+                              "gradient (loss gradient + noise), random; auto = output for --top-k 1 with LA/LM, else random."),
     trace: bool = typer.Option(True, "--trace/--no-trace", help="Trace by Hutch++ with a standard error."),
     trace_method: TraceMethod = typer.Option(TraceMethod.hutchpp, help="Trace estimator."),
     trace_matvecs: int = typer.Option(60, help="Fixed Hessian-vector-product budget of the trace."),

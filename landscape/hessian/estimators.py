@@ -72,7 +72,7 @@ def _meta(op: CurvatureOperator, seed: int) -> dict[str, Any]:
                 block=op.block or "")
 
 
-def start_vector(op: CurvatureOperator, start: str, which: str, seed: int) -> tuple[torch.Tensor, str]:
+def start_vector(op: CurvatureOperator, start: str, which: str, seed: int, k: int = 1) -> tuple[torch.Tensor, str]:
     """Lanczos start vector on the model's device and the rule used.
 
     ``'random'``: seeded Gaussian ``z``. ``'output'``: ``u/|u| + 0.1 z/|z|`` with ``u = J^T 1 / N``
@@ -81,12 +81,18 @@ def start_vector(op: CurvatureOperator, start: str, which: str, seed: int) -> tu
     "mean" outlier of the spectrum). ``'gradient'``: the same with the full-data loss gradient
     ``g`` (:meth:`HessianOperator.gradient`, which also builds the graphs the first product
     needs). The random part keeps every eigenvector reachable; a zero ``u`` or ``g`` falls back
-    to ``z``. ``'auto'``: ``'output'`` for ``which`` LA/LM (``'random'`` if the model's output is
-    not a single tensor), ``'random'`` for SA. Any start gives the same eigenvalues; a good one
-    needs fewer products.
+    to ``z``. ``'auto'``: ``'output'`` for the top eigenvalue alone (``k = 1``, ``which`` LA/LM;
+    ``'random'`` if the model's output is not a single tensor), ``'random'`` otherwise. Any start
+    gives the same eigenvalues; a good one needs fewer products. Measured on the micro Swin
+    (``bench/hessian_vs_peers.py`` data, top-5 at 1e-3, ``stop='eigenvalue'``): the output
+    start finds the outlier in 2 products but, its other components being 10x smaller, needs
+    60-61 products for the top 5 where a random start needs 50-56 (3 seeds each; bench/RESULTS.md).
     """
     check_choice("start", start, STARTS)
-    rule = ("random" if which == "SA" else "output") if start == "auto" else start
+    if start == "auto":
+        rule = "output" if which != "SA" and k == 1 else "random"
+    else:
+        rule = start
     z = torch.randn(op.n, generator=linalg.generator(op.device, seed), device=op.device, dtype=op.dtype)
     if rule == "random":
         return z, rule
@@ -120,7 +126,7 @@ def top_eigenvalues(op: CurvatureOperator, k: int = 5, *, which: Which = "LA", t
     t0, mv0 = time.perf_counter(), op.n_matvecs
     if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > op.n:
         raise LandscapeError(f"top_k={k} exceeds the number of parameters ({op.n})")
-    q0, rule = start_vector(op, start, which, seed)
+    q0, rule = start_vector(op, start, which, seed, k)
     step = callback
     if progress is not None:
         def step(mv, theta, res, err):
