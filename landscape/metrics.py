@@ -41,10 +41,11 @@ def _pearson(p: np.ndarray, t: np.ndarray) -> float:
     if not (np.isfinite(p).all() and np.isfinite(t).all()) or np.ptp(p) == 0 or np.ptp(t) == 0:
         return float("nan")
     a, b = p - p.mean(), t - t.mean()
+    a, b = a / np.abs(a).max(), b / np.abs(b).max()   # scaled to <= 1 first: no overflow in the squares
     den = np.sqrt(np.dot(a, a) * np.dot(b, b))
     if not den > 0:
         return float("nan")
-    return _safe(min(1.0, max(-1.0, float(np.dot(a, b) / den))))
+    return _safe(float(np.clip(np.dot(a, b) / den, -1.0, 1.0)))   # np.clip keeps a NaN a NaN
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:

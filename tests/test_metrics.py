@@ -59,7 +59,8 @@ def test_numpy_correlations_equal_scipy_on_small_tied_constant_and_nan_inputs():
     cases += [(np.ones(5), np.arange(5.0)), (np.arange(5.0), np.full(5, 2.0)),
               (np.array([1.0, np.nan, 3.0]), np.array([1.0, 2.0, 3.0])),
               (np.array([1.0, np.inf, 3.0]), np.array([1.0, 2.0, 3.0])),
-              (np.array([3.0, 2.0, 1.0]), np.array([1.0, 2.0, 3.0]))]
+              (np.array([3.0, 2.0, 1.0]), np.array([1.0, 2.0, 3.0])),
+              (np.array([1e200, -3e200, 2e200, 5e199]), np.array([1.0, 2.0, 4.0, 3.0]))]   # squares overflow
     for p, y in cases:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
